@@ -1,0 +1,578 @@
+//! Reading checkpoints: `.safetensors` (memory-mapped, single or sharded through
+//! `*.safetensors.index.json`) and PyTorch `.pt/.pth/.bin` (zip and legacy pickle, read by
+//! burn-store's pickle reader, which never executes code). Tensors are listed without being
+//! read, and read one at a time into `f32`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::store::pytorch_reader::{DType as PtDType, PytorchReader, Tensor as PtTensor};
+use burn::tensor::TensorData;
+use memmap2::Mmap;
+use safetensors::{Dtype as StDtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Element type of a stored tensor, as the file records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoredDType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+    /// Any other type (complex, fp8, ...): listed, never loaded.
+    Other,
+}
+
+impl StoredDType {
+    /// Bytes per element (0 for [`StoredDType::Other`]).
+    pub fn size(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool => 1,
+            Self::Other => 0,
+        }
+    }
+
+    /// The PyTorch-style name used in manifests (`float32`, `bfloat16`, ...).
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            Self::F64 => "float64",
+            Self::F32 => "float32",
+            Self::F16 => "float16",
+            Self::BF16 => "bfloat16",
+            Self::I64 => "int64",
+            Self::I32 => "int32",
+            Self::I16 => "int16",
+            Self::I8 => "int8",
+            Self::U8 => "uint8",
+            Self::Bool => "bool",
+            Self::Other => "other",
+        }
+    }
+
+    /// Parses a PyTorch dtype name (`float32`, `torch.bfloat16`, ...).
+    pub fn from_torch_name(name: &str) -> Self {
+        match name.trim_start_matches("torch.") {
+            "float64" | "double" => Self::F64,
+            "float32" | "float" => Self::F32,
+            "float16" | "half" => Self::F16,
+            "bfloat16" => Self::BF16,
+            "int64" | "long" => Self::I64,
+            "int32" | "int" => Self::I32,
+            "int16" => Self::I16,
+            "int8" => Self::I8,
+            "uint8" => Self::U8,
+            "bool" => Self::Bool,
+            _ => Self::Other,
+        }
+    }
+
+    fn from_st(d: StDtype) -> Self {
+        match d {
+            StDtype::F64 => Self::F64,
+            StDtype::F32 => Self::F32,
+            StDtype::F16 => Self::F16,
+            StDtype::BF16 => Self::BF16,
+            StDtype::I64 => Self::I64,
+            StDtype::I32 => Self::I32,
+            StDtype::I16 => Self::I16,
+            StDtype::I8 => Self::I8,
+            StDtype::U8 => Self::U8,
+            StDtype::BOOL => Self::Bool,
+            _ => Self::Other,
+        }
+    }
+
+    fn from_pt(d: PtDType) -> Self {
+        match d {
+            PtDType::F64 => Self::F64,
+            PtDType::F32 => Self::F32,
+            PtDType::F16 => Self::F16,
+            PtDType::BF16 => Self::BF16,
+            PtDType::I64 => Self::I64,
+            PtDType::I32 => Self::I32,
+            PtDType::I16 => Self::I16,
+            PtDType::I8 => Self::I8,
+            PtDType::U8 => Self::U8,
+            PtDType::Bool => Self::Bool,
+            _ => Self::Other,
+        }
+    }
+
+    /// True for the floating-point types a model weight can be loaded from.
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::F64 | Self::F32 | Self::F16 | Self::BF16)
+    }
+}
+
+/// Name, shape and dtype of one stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: StoredDType,
+}
+
+#[derive(Clone)]
+enum Entry {
+    /// Byte range in the memory map of shard `file`.
+    Safetensors {
+        file: usize,
+        start: usize,
+        end: usize,
+    },
+    Pytorch(PtTensor),
+    /// Already in memory (a converted or generated checkpoint).
+    Memory(Arc<Vec<u8>>),
+    /// A listing only (a manifest): shape and dtype, no data.
+    Listing,
+}
+
+#[derive(Clone)]
+struct Stored {
+    info: TensorInfo,
+    entry: Entry,
+}
+
+/// An opened checkpoint: the tensor list is parsed at open, tensor bytes are read on demand.
+#[derive(Clone)]
+pub struct Checkpoint {
+    path: PathBuf,
+    shards: Vec<Arc<Mmap>>,
+    tensors: BTreeMap<String, Stored>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+const SAFETENSORS_EXT: &str = ".safetensors";
+const INDEX_EXT: &str = ".safetensors.index.json";
+
+impl Checkpoint {
+    /// Opens a checkpoint, choosing the reader from the file name and checking the contents:
+    /// `.safetensors`, `*.safetensors.index.json` (sharded), `.pt`, `.pth`, `.bin`, `.ckpt`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::UnsupportedFormat {
+                path: path.into(),
+                reason: "is a directory".into(),
+            });
+        }
+        if meta.len() == 0 {
+            return Err(Error::checkpoint(path, "the file is empty"));
+        }
+        if name.ends_with(INDEX_EXT) {
+            Self::open_index(path)
+        } else if name.ends_with(SAFETENSORS_EXT) {
+            let mut ck = Self::empty(path);
+            ck.add_safetensors_shard(path, None)?;
+            Ok(ck)
+        } else if [".pt", ".pth", ".bin", ".ckpt"]
+            .iter()
+            .any(|e| name.ends_with(e))
+        {
+            Self::open_pytorch(path)
+        } else {
+            Err(Error::UnsupportedFormat {
+                path: path.into(),
+                reason: format!("unknown extension of `{name}`"),
+            })
+        }
+    }
+
+    fn empty(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            shards: Vec::new(),
+            tensors: BTreeMap::new(),
+        }
+    }
+
+    /// A checkpoint built in memory from `(name, shape, f32 values)`; used for converted
+    /// layouts and tests.
+    pub fn from_f32(
+        label: impl Into<PathBuf>,
+        tensors: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+    ) -> Result<Self> {
+        let mut ck = Self::empty(&label.into());
+        for (name, shape, values) in tensors {
+            let n: usize = shape.iter().product();
+            if n != values.len() {
+                return Err(Error::shape(
+                    format!("in-memory tensor `{name}`"),
+                    &[n],
+                    &[values.len()],
+                ));
+            }
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            ck.tensors.insert(
+                name.clone(),
+                Stored {
+                    info: TensorInfo {
+                        name,
+                        shape,
+                        dtype: StoredDType::F32,
+                    },
+                    entry: Entry::Memory(Arc::new(bytes)),
+                },
+            );
+        }
+        Ok(ck)
+    }
+
+    /// A listing without data (a manifest): only coverage checks are possible.
+    pub fn from_listing(label: impl Into<PathBuf>, tensors: impl IntoIterator<Item = TensorInfo>) -> Self {
+        let mut ck = Self::empty(&label.into());
+        for info in tensors {
+            ck.tensors.insert(
+                info.name.clone(),
+                Stored {
+                    info,
+                    entry: Entry::Listing,
+                },
+            );
+        }
+        ck
+    }
+
+    fn open_index(path: &Path) -> Result<Self> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: HashMap<String, String>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let index: Index = serde_json::from_str(&text)
+            .map_err(|e| Error::checkpoint(path, format!("bad index json: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<&String> = index.weight_map.values().collect();
+        files.sort();
+        files.dedup();
+        let mut ck = Self::empty(path);
+        for f in files {
+            if f.contains("..") || Path::new(f).is_absolute() {
+                return Err(Error::checkpoint(path, format!("shard name `{f}` leaves the folder")));
+            }
+            let shard = dir.join(f);
+            let wanted: Vec<&str> = index
+                .weight_map
+                .iter()
+                .filter(|(_, v)| *v == f)
+                .map(|(k, _)| k.as_str())
+                .collect();
+            ck.add_safetensors_shard(&shard, Some(&wanted))?;
+        }
+        for k in index.weight_map.keys() {
+            if !ck.tensors.contains_key(k) {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("index lists `{k}` in `{}`, which does not hold it", index.weight_map[k]),
+                ));
+            }
+        }
+        Ok(ck)
+    }
+
+    fn add_safetensors_shard(&mut self, path: &Path, only: Option<&[&str]>) -> Result<()> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; a file changed underneath us gives wrong numbers,
+        // not memory unsafety beyond what reading a file concurrently modified implies.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&mmap)
+            .map_err(|e| Error::checkpoint(path, format!("not a valid safetensors file: {e}")))?;
+        let (header_len, _) = SafeTensors::read_metadata(&mmap)
+            .map_err(|e| Error::checkpoint(path, format!("not a valid safetensors file: {e}")))?;
+        let base = 8 + header_len;
+        let idx = self.shards.len();
+        for (name, view) in st.iter() {
+            if let Some(only) = only
+                && !only.contains(&name)
+            {
+                continue;
+            }
+            let data = view.data();
+            // The view borrows from the map: recover its byte range.
+            let start = data.as_ptr() as usize - mmap.as_ptr() as usize;
+            debug_assert!(start >= base);
+            self.tensors.insert(
+                name.to_string(),
+                Stored {
+                    info: TensorInfo {
+                        name: name.to_string(),
+                        shape: view.shape().to_vec(),
+                        dtype: StoredDType::from_st(view.dtype()),
+                    },
+                    entry: Entry::Safetensors {
+                        file: idx,
+                        start,
+                        end: start + data.len(),
+                    },
+                },
+            );
+        }
+        drop(st);
+        self.shards.push(Arc::new(mmap));
+        Ok(())
+    }
+
+    fn open_pytorch(path: &Path) -> Result<Self> {
+        let reader = PytorchReader::new(path)
+            .map_err(|e| Error::checkpoint(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+        let mut ck = Self::empty(path);
+        for (name, t) in reader.into_tensors() {
+            ck.tensors.insert(
+                name.clone(),
+                Stored {
+                    info: TensorInfo {
+                        name,
+                        shape: t.shape().to_vec(),
+                        dtype: StoredDType::from_pt(t.dtype()),
+                    },
+                    entry: Entry::Pytorch(t),
+                },
+            );
+        }
+        if ck.tensors.is_empty() {
+            return Err(Error::checkpoint(path, "holds no tensors"));
+        }
+        Ok(ck)
+    }
+
+    /// The file (or index, or label) this checkpoint came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor's name, shape and dtype, sorted by name.
+    pub fn list(&self) -> Vec<TensorInfo> {
+        self.tensors.values().map(|s| s.info.clone()).collect()
+    }
+
+    /// Name, shape and dtype of one tensor.
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name).map(|s| &s.info)
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True when the checkpoint holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// True when the checkpoint only lists tensors (a manifest) and holds no data.
+    pub fn is_listing(&self) -> bool {
+        self.tensors
+            .values()
+            .next()
+            .is_some_and(|s| matches!(s.entry, Entry::Listing))
+    }
+
+    /// A new checkpoint whose names are rewritten by `f` (entries mapped to `None` are
+    /// dropped). Data is shared, not copied.
+    pub fn rename(&self, mut f: impl FnMut(&str) -> Option<String>) -> Self {
+        let mut out = Self {
+            path: self.path.clone(),
+            shards: self.shards.clone(),
+            tensors: BTreeMap::new(),
+        };
+        for (k, s) in &self.tensors {
+            if let Some(n) = f(k) {
+                let mut s = s.clone();
+                s.info.name = n.clone();
+                out.tensors.insert(n, s);
+            }
+        }
+        out
+    }
+
+    /// Keeps the tensors under `prefix` and strips it from their names.
+    pub fn strip_prefix(&self, prefix: &str) -> Self {
+        self.rename(|k| k.strip_prefix(prefix).map(str::to_string))
+    }
+
+    fn raw_bytes(&self, name: &str) -> Result<(TensorInfo, std::borrow::Cow<'_, [u8]>)> {
+        let s = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            key: name.into(),
+        })?;
+        let bytes: std::borrow::Cow<'_, [u8]> = match &s.entry {
+            Entry::Safetensors { file, start, end } => {
+                std::borrow::Cow::Borrowed(&self.shards[*file][*start..*end])
+            }
+            Entry::Pytorch(t) => std::borrow::Cow::Owned(
+                t.read()
+                    .map_err(|e| Error::checkpoint(&self.path, format!("tensor `{name}`: {e}")))?,
+            ),
+            Entry::Memory(b) => std::borrow::Cow::Borrowed(b.as_slice()),
+            Entry::Listing => {
+                return Err(Error::checkpoint(
+                    &self.path,
+                    format!("`{name}` is only listed (a manifest holds no data)"),
+                ));
+            }
+        };
+        let want = s.info.shape.iter().product::<usize>() * s.info.dtype.size();
+        if bytes.len() != want {
+            return Err(Error::checkpoint(
+                &self.path,
+                format!(
+                    "tensor `{name}` holds {} bytes, its shape {:?} and dtype {} need {want}",
+                    bytes.len(),
+                    s.info.shape,
+                    s.info.dtype.torch_name()
+                ),
+            ));
+        }
+        Ok((s.info.clone(), bytes))
+    }
+
+    /// Reads one floating-point tensor as `f32` values (f64/f16/bf16 converted).
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let (info, b) = self.raw_bytes(name)?;
+        let v: Vec<f32> = match info.dtype {
+            StoredDType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            StoredDType::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
+                .collect(),
+            StoredDType::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            StoredDType::BF16 => b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::DType {
+                    path: self.path.clone(),
+                    key: name.into(),
+                    dtype: other.torch_name().into(),
+                });
+            }
+        };
+        Ok((info.shape, v))
+    }
+
+    /// Reads one integer, bool or float tensor as `i64` values (floats are truncated).
+    pub fn read_i64(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+        let (info, b) = self.raw_bytes(name)?;
+        let v: Vec<i64> = match info.dtype {
+            StoredDType::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
+                .collect(),
+            StoredDType::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            StoredDType::I16 => b
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+            StoredDType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
+            StoredDType::U8 | StoredDType::Bool => b.iter().map(|&x| x as i64).collect(),
+            StoredDType::Other => {
+                return Err(Error::DType {
+                    path: self.path.clone(),
+                    key: name.into(),
+                    dtype: "other".into(),
+                });
+            }
+            _ => {
+                drop(b);
+                return Ok({
+                    let (s, v) = self.read_f32(name)?;
+                    (s, v.into_iter().map(|x| x as i64).collect())
+                });
+            }
+        };
+        Ok((info.shape, v))
+    }
+
+    /// Reads one tensor as burn [`TensorData`]: floats as `f32`, integers and bools as `i64`.
+    pub fn read_data(&self, name: &str) -> Result<TensorData> {
+        let info = self.info(name).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            key: name.into(),
+        })?;
+        if info.dtype.is_float() {
+            let (s, v) = self.read_f32(name)?;
+            Ok(TensorData::new(v, s))
+        } else {
+            let (s, v) = self.read_i64(name)?;
+            Ok(TensorData::new(v, s))
+        }
+    }
+
+    /// Raw little-endian bytes of a tensor as stored (for bit-exact comparisons).
+    pub fn read_raw(&self, name: &str) -> Result<(TensorInfo, Vec<u8>)> {
+        let (info, b) = self.raw_bytes(name)?;
+        Ok((info, b.into_owned()))
+    }
+
+    /// Writes every float tensor to a `.safetensors` file as `f32` (`faceclip convert`).
+    pub fn save_safetensors(&self, out: &Path) -> Result<()> {
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>, StDtype)> = Vec::new();
+        for info in self.list() {
+            if info.dtype.is_float() {
+                let (shape, v) = self.read_f32(&info.name)?;
+                owned.push((
+                    info.name,
+                    shape,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    StDtype::F32,
+                ));
+            } else {
+                let (shape, v) = self.read_i64(&info.name)?;
+                owned.push((
+                    info.name,
+                    shape,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    StDtype::I64,
+                ));
+            }
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, s, b, d)| {
+                safetensors::tensor::TensorView::new(*d, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| Error::checkpoint(out, e))
+            })
+            .collect::<Result<_>>()?;
+        crate::io::write_atomic(out, |path| {
+            safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v.clone())), None, path)
+                .map_err(|e| Error::checkpoint(path, e))
+        })
+    }
+}

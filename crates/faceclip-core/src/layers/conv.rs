@@ -1,0 +1,46 @@
+use burn::module::Param;
+use burn::tensor::Tensor;
+use burn::tensor::ops::ConvOptions;
+
+use crate::var_builder::VarBuilder;
+
+/// `torch.nn.Conv2d`: `weight` `[out, in/groups, kh, kw]`, optional `bias`; NCHW in and out.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    groups: usize,
+}
+
+impl Conv2d {
+    /// Loads a square-kernel convolution.
+    pub fn load(
+        vb: &VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Self {
+        Self {
+            weight: vb.tensor("weight", [out_channels, in_channels, kernel, kernel]),
+            bias: bias.then(|| vb.tensor("bias", [out_channels])),
+            stride: [stride, stride],
+            padding: [padding, padding],
+            groups: 1,
+        }
+    }
+
+    /// `[B, in, H, W]` -> `[B, out, H', W']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        burn::tensor::module::conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            ConvOptions::new(self.stride, self.padding, [1, 1], self.groups),
+        )
+    }
+}

@@ -1,0 +1,15 @@
+//! Layers shared by more than one model. Each owns its upstream parameter names.
+
+mod activation;
+mod attention;
+mod conv;
+mod embeddings;
+mod linear;
+mod norm;
+
+pub use activation::Activation;
+pub use attention::{AttentionMask, attention, causal_mask, merge_heads, split_heads};
+pub use conv::Conv2d;
+pub use embeddings::{Embedding, timestep_embedding};
+pub use linear::Linear;
+pub use norm::{BatchNorm, GroupNorm, LayerNorm, RmsNorm};

@@ -1,0 +1,249 @@
+//! The one loading path shared by every model.
+//!
+//! A model is built by walking its upstream key names with a [`VarBuilder`]: each layer asks
+//! for its tensors by name and shape (`vb.pp("to_q").tensor("weight", [out, in])`). The
+//! builder records every request, so that after the walk it can report, all at once, what the
+//! weights lack, what they hold that the model does not expect, and which shapes differ.
+//!
+//! The same walk over a manifest (a listing of names and shapes, no data), or with no
+//! weights at all, builds the model with lazy parameters that are never allocated: that is
+//! how a full-size config is checked against a released checkpoint's layout.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use burn::module::{Param, ParamId};
+use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{CoverageReport, Error, Result};
+
+#[derive(Default)]
+struct State {
+    source: Option<Checkpoint>,
+    /// Every key the model asked for, with the shape it expects (`None`: any shape).
+    expected: BTreeMap<String, Option<Vec<usize>>>,
+    missing: BTreeSet<String>,
+    mismatched: BTreeMap<String, (Vec<usize>, Vec<usize>)>,
+    unreadable: BTreeMap<String, String>,
+    /// Checkpoint keys that may be present without being expected (e.g. an old buffer).
+    tolerated: Vec<String>,
+}
+
+/// Walks a model's key names and hands each layer its weights; see the module docs.
+#[derive(Clone)]
+pub struct VarBuilder {
+    state: Rc<RefCell<State>>,
+    prefix: String,
+    device: Device,
+}
+
+impl VarBuilder {
+    /// Loads from `checkpoint` onto `device`.
+    pub fn from_checkpoint(checkpoint: Checkpoint, device: &Device) -> Self {
+        Self {
+            state: Rc::new(RefCell::new(State {
+                source: Some(checkpoint),
+                ..State::default()
+            })),
+            prefix: String::new(),
+            device: device.clone(),
+        }
+    }
+
+    /// Builds without weights: every parameter is lazy and never allocated unless used.
+    /// [`VarBuilder::expected`] then lists the model's layout.
+    pub fn dry(device: &Device) -> Self {
+        Self {
+            state: Rc::new(RefCell::new(State::default())),
+            prefix: String::new(),
+            device: device.clone(),
+        }
+    }
+
+    /// The device parameters are created on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A builder for the sub-module `name` (`vb.pp("encoder").pp(3)` -> `encoder.3.`).
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let name = name.to_string();
+        Self {
+            state: self.state.clone(),
+            prefix: if self.prefix.is_empty() {
+                name
+            } else if name.is_empty() {
+                self.prefix.clone()
+            } else {
+                format!("{}.{name}", self.prefix)
+            },
+            device: self.device.clone(),
+        }
+    }
+
+    /// The full key of `name` under this builder's prefix.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// True when the weights hold `name` (always false without weights).
+    pub fn contains(&self, name: &str) -> bool {
+        let key = self.key(name);
+        self.state
+            .borrow()
+            .source
+            .as_ref()
+            .is_some_and(|c| c.info(&key).is_some())
+    }
+
+    /// True when this builder reads real data (not a dry run or a manifest listing).
+    pub fn has_data(&self) -> bool {
+        self.state
+            .borrow()
+            .source
+            .as_ref()
+            .is_some_and(|c| !c.is_listing())
+    }
+
+    /// Records `key` as expected with `shape`; returns the values when data is at hand.
+    fn fetch(&self, name: &str, shape: &[usize], int: bool) -> Option<TensorData> {
+        let key = self.key(name);
+        let mut st = self.state.borrow_mut();
+        st.expected.insert(key.clone(), Some(shape.to_vec()));
+        let source = st.source.as_ref()?;
+        let Some(info) = source.info(&key) else {
+            st.missing.insert(key);
+            return None;
+        };
+        if info.shape != shape {
+            let found = info.shape.clone();
+            st.mismatched.insert(key, (shape.to_vec(), found));
+            return None;
+        }
+        if source.is_listing() {
+            return None;
+        }
+        let read = if int {
+            source.read_i64(&key).map(|(s, v)| TensorData::new(v, s))
+        } else {
+            source.read_f32(&key).map(|(s, v)| TensorData::new(v, s))
+        };
+        match read {
+            Ok(d) => Some(d),
+            Err(e) => {
+                st.unreadable.insert(key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A float parameter `name` of `shape`, in the upstream layout, converted to `f32`.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Param<Tensor<D>> {
+        match self.fetch(name, &shape, false) {
+            Some(data) => Param::initialized(ParamId::new(), Tensor::from_data(data, &self.device)),
+            None => lazy_zeros(shape, &self.device),
+        }
+    }
+
+    /// An integer buffer `name` of `shape` (read eagerly; zeros when absent).
+    pub fn tensor_int<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D, Int> {
+        match self.fetch(name, &shape, true) {
+            Some(data) => Tensor::from_data(data, &self.device),
+            None => Tensor::zeros(shape, &self.device),
+        }
+    }
+
+    /// Declares a tensor the checkpoint holds that inference never reads (BatchNorm's
+    /// `num_batches_tracked`, a training-only head). It counts as expected, is shape-checked
+    /// and is not loaded.
+    pub fn expect_unused(&self, name: &str, shape: &[usize]) {
+        let key = self.key(name);
+        let mut st = self.state.borrow_mut();
+        st.expected.insert(key.clone(), Some(shape.to_vec()));
+        if let Some(source) = st.source.as_ref() {
+            match source.info(&key).map(|i| i.shape.clone()) {
+                None => {
+                    st.missing.insert(key);
+                }
+                Some(found) if found != shape => {
+                    st.mismatched.insert(key, (shape.to_vec(), found));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Lets the weights hold `name` (under this prefix) without expecting it: an optional
+    /// buffer that some files carry (`position_ids`).
+    pub fn tolerate(&self, name: &str) {
+        let key = self.key(name);
+        self.state.borrow_mut().tolerated.push(key);
+    }
+
+    /// Every key the walk expected so far, with its shape.
+    pub fn expected(&self) -> Vec<(String, Vec<usize>)> {
+        self.state
+            .borrow()
+            .expected
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    /// How the weights cover the model walked so far.
+    pub fn report(&self) -> CoverageReport {
+        let st = self.state.borrow();
+        let mut report = CoverageReport {
+            source: st
+                .source
+                .as_ref()
+                .map(|c| c.path().display().to_string())
+                .unwrap_or_else(|| "(none)".into()),
+            missing: st.missing.iter().cloned().collect(),
+            mismatched: st
+                .mismatched
+                .iter()
+                .map(|(k, (e, f))| (k.clone(), e.clone(), f.clone()))
+                .collect(),
+            unreadable: st.unreadable.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            expected: st.expected.len(),
+            unexpected: Vec::new(),
+        };
+        if let Some(source) = st.source.as_ref() {
+            report.unexpected = source
+                .list()
+                .into_iter()
+                .map(|i| i.name)
+                .filter(|k| !st.expected.contains_key(k) && !st.tolerated.iter().any(|t| t == k))
+                .collect();
+        }
+        report
+    }
+
+    /// Ends the walk: `Ok` with the report when the weights match the model exactly,
+    /// otherwise [`Error::Coverage`] listing every problem.
+    pub fn finish(&self) -> Result<CoverageReport> {
+        let report = self.report();
+        if report.is_exact() {
+            Ok(report)
+        } else {
+            Err(Error::Coverage(Box::new(report)))
+        }
+    }
+}
+
+fn lazy_zeros<const D: usize>(shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |dev: &Device, _| Tensor::zeros(shape, dev),
+        device.clone(),
+        false,
+        Shape::from(shape),
+    )
+}

@@ -1,0 +1,3 @@
+//! FaceCLIP in Rust: FLUX.1 FluxTransformer2DModel
+
+pub mod parity;

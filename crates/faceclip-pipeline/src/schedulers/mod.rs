@@ -1,0 +1,3 @@
+//! Diffusion schedulers reading diffusers' `scheduler_config.json`.
+
+pub mod parity;

@@ -1,0 +1,3 @@
+//! FaceCLIP in Rust: SDXL UNet2DConditionModel and AutoencoderKL
+
+pub mod parity;
