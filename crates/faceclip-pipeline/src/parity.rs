@@ -91,7 +91,11 @@ pub fn run_fixture(fixture: &Fixture, device: &Device) -> Result<Outcome> {
             return r.map(Outcome::Fixture);
         }
     }
-    Ok(Outcome::Unsupported(fixture.kind()?.to_string()))
+    match fixture.kind()? {
+        "pipeline_sdxl" => crate::sdxl::parity(fixture, device).map(Outcome::Fixture),
+        "pipeline_flux" => crate::flux::parity(fixture, device).map(Outcome::Fixture),
+        kind => Ok(Outcome::Unsupported(kind.to_string())),
+    }
 }
 
 /// Walks one manifest.

@@ -1,0 +1,106 @@
+//! The `faceclip` program end to end on the shipped demo models, and its answers to bad
+//! input: one line, non-zero exit, before any model loads.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn faceclip() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_faceclip"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("faceclip-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn png_text(path: &std::path::Path) -> Vec<(String, String)> {
+    faceclip_pipeline::core::image::read_png_text(path).unwrap()
+}
+
+#[test]
+fn demo_runs_write_pngs_with_metadata_and_repeat_bit_for_bit() {
+    let dir = scratch("demo");
+    for model in ["sdxl", "flux"] {
+        let a = dir.join(format!("{model}_a.png"));
+        let b = dir.join(format!("{model}_b.png"));
+        for out in [&a, &b] {
+            let o = faceclip()
+                .args([model, "--demo", "--prompt", "a woman in a garden", "--seed", "7", "--out"])
+                .arg(out)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{model}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{model}: same seed, different bytes");
+        let text = png_text(&a);
+        for key in ["prompt", "seed", "steps", "guidance", "model"] {
+            assert!(text.iter().any(|(k, _)| k == key), "{model}: no `{key}` in {text:?}");
+        }
+        assert!(text.contains(&("seed".into(), "7".into())));
+        let img = faceclip_pipeline::core::image::RgbImage::open(&a).unwrap();
+        assert_eq!((img.width, img.height), (64, 64));
+    }
+    // Another seed gives another image.
+    let c = dir.join("sdxl_c.png");
+    let o = faceclip().args(["sdxl", "--demo", "--seed", "8", "--prompt", "a woman in a garden", "--out"]).arg(&c).output().unwrap();
+    assert!(o.status.success());
+    assert_ne!(std::fs::read(&c).unwrap(), std::fs::read(dir.join("sdxl_a.png")).unwrap());
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_line() {
+    let dir = scratch("bad");
+    let not_image = dir.join("face.png");
+    std::fs::write(&not_image, b"not an image").unwrap();
+    let corrupt = dir.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage").unwrap();
+    let out = dir.join("out.png");
+    let out_s = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sdxl", "--face", "/no/such/face.png", "--models", "/tmp", "--out", out_s], "face.png"),
+        (vec!["sdxl", "--face", not_image.to_str().unwrap(), "--models", dir.to_str().unwrap(), "--out", out_s], "face.png"),
+        (vec!["sdxl", "--demo", "--face", not_image.to_str().unwrap(), "--out", out_s], "not an image"),
+        (vec!["sdxl", "--face", not_image.to_str().unwrap(), "--models", "/no/such/models", "--out", out_s], "/no/such/models"),
+        (vec!["sdxl", "--demo", "--steps", "0", "--out", out_s], "--steps"),
+        (vec!["sdxl", "--demo", "--width", "65", "--out", out_s], "multiple of 8"),
+        (vec!["flux", "--demo", "--height", "72", "--out", out_s], "multiple of 16"),
+        (vec!["sdxl", "--demo", "--out", "/no/such/dir/out.png"], "/no/such/dir"),
+        (vec!["sdxl", "--demo", "--backend", "tpu", "--out", out_s], "tpu"),
+        (vec!["sdxl", "--demo", "--scheduler", "bogus", "--out", out_s], "bogus"),
+        (vec!["inspect", corrupt.to_str().unwrap()], "corrupt.safetensors"),
+        (vec!["convert", corrupt.to_str().unwrap(), dir.join("x.safetensors").to_str().unwrap()], "corrupt.safetensors"),
+        (vec!["align", not_image.to_str().unwrap(), "--out", out_s], "face.png"),
+    ];
+    for (args, needle) in cases {
+        let o = faceclip().args(&args).env_remove("FACECLIP_VERBOSE").output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+        assert!(err.starts_with("faceclip: error: "), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!out.exists(), "a failed run left an output file");
+}
+
+#[test]
+fn inspect_and_convert_a_real_pt_checkpoint() {
+    let dir = scratch("convert");
+    let pt = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/t5_encoder_hf/weights.pt");
+    let o = faceclip().arg("inspect").arg(&pt).output().unwrap();
+    assert!(o.status.success());
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(listing.contains("shared.weight\t[512, 32]\tfloat32"), "{listing}");
+    let out = dir.join("t5.safetensors");
+    let o = faceclip().arg("convert").arg(&pt).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = faceclip_pipeline::core::Checkpoint::open(&pt).unwrap();
+    let b = faceclip_pipeline::core::Checkpoint::open(&out).unwrap();
+    assert_eq!(a.list(), b.list());
+    for t in a.list() {
+        assert_eq!(a.read_f32(&t.name).unwrap(), b.read_f32(&t.name).unwrap());
+    }
+}
