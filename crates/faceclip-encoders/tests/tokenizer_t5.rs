@@ -159,6 +159,20 @@ fn file_errors() {
         T5Tokenizer::from_bytes(no_eos.as_bytes()),
         Err(Error::Tokenizer(_))
     ));
+    // Padding / truncation sections in the file do not change the rows.
+    let configured = tiny_t5_json().replace(
+        r#""truncation":null,"padding":null"#,
+        r#""truncation":{"direction":"Right","max_length":3,"strategy":"LongestFirst","stride":0},
+           "padding":{"strategy":{"Fixed":10},"direction":"Right","pad_to_multiple_of":null,
+                      "pad_id":0,"pad_type_id":0,"pad_token":"<pad>"}"#,
+    );
+    assert_ne!(configured, tiny_t5_json());
+    let texts = ["a photo of a cat", "dogs"];
+    let with_cfg = T5Tokenizer::from_bytes(configured.as_bytes()).unwrap();
+    assert_eq!(
+        with_cfg.encode(&texts).unwrap(),
+        tiny().encode(&texts).unwrap()
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -58,6 +58,7 @@ fn bad_inputs_fail_with_one_clear_line() {
     std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage").unwrap();
     let out = dir.join("out.png");
     let out_s = out.to_str().unwrap();
+    let x_st = dir.join("x.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["sdxl", "--face", "/no/such/face.png", "--models", "/tmp", "--out", out_s], "face.png"),
         (vec!["sdxl", "--face", not_image.to_str().unwrap(), "--models", dir.to_str().unwrap(), "--out", out_s], "face.png"),
@@ -70,7 +71,7 @@ fn bad_inputs_fail_with_one_clear_line() {
         (vec!["sdxl", "--demo", "--backend", "tpu", "--out", out_s], "tpu"),
         (vec!["sdxl", "--demo", "--scheduler", "bogus", "--out", out_s], "bogus"),
         (vec!["inspect", corrupt.to_str().unwrap()], "corrupt.safetensors"),
-        (vec!["convert", corrupt.to_str().unwrap(), dir.join("x.safetensors").to_str().unwrap()], "corrupt.safetensors"),
+        (vec!["convert", corrupt.to_str().unwrap(), x_st.to_str().unwrap()], "corrupt.safetensors"),
         (vec!["align", not_image.to_str().unwrap(), "--out", out_s], "face.png"),
     ];
     for (args, needle) in cases {
@@ -102,5 +103,34 @@ fn inspect_and_convert_a_real_pt_checkpoint() {
     assert_eq!(a.list(), b.list());
     for t in a.list() {
         assert_eq!(a.read_f32(&t.name).unwrap(), b.read_f32(&t.name).unwrap());
+    }
+}
+
+#[test]
+fn any_photo_is_detected_and_aligned_and_a_faceless_one_is_one_line() {
+    let dir = scratch("align");
+    let photo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mtcnn_detect/photo_0.png");
+    let crop = dir.join("crop.png");
+    let o = faceclip().arg("align").arg(&photo).arg("--out").arg(&crop).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = faceclip_pipeline::core::image::RgbImage::open(&crop).unwrap();
+    assert_eq!((img.width, img.height), (448, 448));
+
+    let out = dir.join("gen.png");
+    let o = faceclip().args(["sdxl", "--demo", "--steps", "2", "--face"]).arg(&photo).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.is_file());
+
+    // A uniform grey photo has no face: one line naming the file.
+    let grey = dir.join("grey.png");
+    faceclip_pipeline::core::image::save_rgb8_png(&vec![128u8; 200 * 200 * 3], 200, 200, &grey, &[]).unwrap();
+    let (c2, g2) = (dir.join("c2.png"), dir.join("g2.png"));
+    for args in [vec!["align", grey.to_str().unwrap(), "--out", c2.to_str().unwrap()],
+                 vec!["sdxl", "--demo", "--face", grey.to_str().unwrap(), "--out", g2.to_str().unwrap()]] {
+        let o = faceclip().args(&args).env_remove("FACECLIP_VERBOSE").output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("grey.png") && err.contains("no face"), "{err}");
     }
 }
