@@ -12,7 +12,8 @@ use faceclip_pipeline::core::{Device, Int, Tensor, TensorData, VarBuilder};
 use faceclip_pipeline::dit::{FluxPosEmbed, FluxSingleTransformerBlock, FluxTransformerBlock};
 use faceclip_pipeline::encoders::clip_text_model::ClipTextTransformer;
 use faceclip_pipeline::encoders::face_vit::{FaceVit, FaceVitConfig};
-use faceclip_pipeline::encoders::fusion::TextImageBranchConfig;
+use faceclip_pipeline::encoders::fusion::{BatchMode, FuserConfig, FuserVariant, TextFaceEmbeddingFuser, TextImageBranch, TextImageBranchConfig};
+use faceclip_pipeline::encoders::t5_encoder::{T5Config, T5Encoder};
 use faceclip_pipeline::schedulers::{AnyScheduler, Scheduler, SchedulerKind};
 use faceclip_pipeline::unet::{AutoencoderKL, AutoencoderKLConfig, UNet2DConditionConfig, UNet2DConditionModel};
 
@@ -57,6 +58,51 @@ fn face_vit(c: &mut Criterion, name: &str, device: &Device) {
     let x = Tensor::<4>::random([1, 3, 112, 112], Distribution::Default, device);
     sync(vit.forward(x.clone()).unwrap().class_token);
     g.bench_function("batch1", |b| b.iter(|| sync(vit.forward(x.clone()).unwrap().class_token)));
+    g.finish();
+}
+
+fn faceclip_branches(c: &mut Criterion, name: &str, device: &Device) {
+    let mut g = c.benchmark_group(format!("faceclip_branch/{name}"));
+    g.sample_size(10);
+    for (label, cfg) in [("l14", TextImageBranchConfig::released_l()), ("bigg14", TextImageBranchConfig::released_g())] {
+        let vb = VarBuilder::dry(device);
+        let branch = TextImageBranch::load(&vb, &cfg).unwrap();
+        let face = Tensor::<4>::random([1, 3, 448, 448], Distribution::Default, device);
+        let ids: Vec<i64> = ids(device).into_data().try_into_vec_as::<i64>().unwrap();
+        let mut substitute = vec![false; 77];
+        substitute[4] = true;
+        let run = || sync(branch.forward(face.clone(), &ids, 77, &substitute, BatchMode::PerSample).unwrap().fused);
+        g.bench_function(label, |b| b.iter(run));
+    }
+    g.finish();
+}
+
+fn fusion_and_t5(c: &mut Criterion, name: &str, device: &Device) {
+    let mut g = c.benchmark_group(format!("fusion/{name}"));
+    g.sample_size(10);
+    for (label, width, variant, len) in [
+        ("faceclip_l_768", 768, FuserVariant::FaceClip, 77),
+        ("faceclip_bigg_1280", 1280, FuserVariant::FaceClip, 77),
+        ("facet5_4096", 4096, FuserVariant::FaceT5, 512),
+    ] {
+        let vb = VarBuilder::dry(device);
+        let fuser = TextFaceEmbeddingFuser::load(&vb, &FuserConfig::upstream(width, len), variant).unwrap();
+        let text = Tensor::<3>::random([1, len, width], Distribution::Default, device);
+        let face = Tensor::<3>::random([1, 144, width], Distribution::Default, device);
+        let run = || sync(fuser.forward(text.clone(), text.clone(), face.clone(), Some(face.clone()), BatchMode::PerSample).unwrap());
+        g.bench_function(label, |b| b.iter(run));
+    }
+    // One T5-XXL layer on 512 tokens.
+    let t5: T5Config = serde_json::from_value(serde_json::json!({
+        "vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 1, "num_heads": 64,
+        "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+        "layer_norm_epsilon": 1e-6, "feed_forward_proj": "gated-gelu"
+    }))
+    .unwrap();
+    let vb = VarBuilder::dry(device);
+    let enc = T5Encoder::load_transformers(&vb, &t5).unwrap();
+    let x = Tensor::<3>::random([1, 512, 4096], Distribution::Default, device);
+    g.bench_function("t5_xxl_layer_512", |b| b.iter(|| sync(enc.forward_embeds(x.clone(), None).unwrap().last_hidden_state)));
     g.finish();
 }
 
@@ -136,6 +182,8 @@ fn components(c: &mut Criterion) {
         scheduler_step(c, &name, &device);
         face_vit(c, &name, &device);
         text_towers(c, &name, &device);
+        fusion_and_t5(c, &name, &device);
+        faceclip_branches(c, &name, &device);
         flux_blocks(c, &name, &device);
         vae_decode(c, &name, &device);
         unet(c, &name, &device);
