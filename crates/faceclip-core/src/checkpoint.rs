@@ -243,6 +243,28 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// A checkpoint parsed from safetensors bytes held in memory (weights embedded in a
+    /// crate with `include_bytes!`); `label` stands for the path in messages.
+    pub fn from_safetensors_bytes(label: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self> {
+        let mut ck = Self::empty(&label.into());
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::checkpoint(&ck.path, format!("not a valid safetensors buffer: {e}")))?;
+        for (name, view) in st.iter() {
+            ck.tensors.insert(
+                name.to_string(),
+                Stored {
+                    info: TensorInfo {
+                        name: name.to_string(),
+                        shape: view.shape().to_vec(),
+                        dtype: StoredDType::from_st(view.dtype()),
+                    },
+                    entry: Entry::Memory(Arc::new(view.data().to_vec())),
+                },
+            );
+        }
+        Ok(ck)
+    }
+
     /// A listing without data (a manifest): only coverage checks are possible.
     pub fn from_listing(label: impl Into<PathBuf>, tensors: impl IntoIterator<Item = TensorInfo>) -> Self {
         let mut ck = Self::empty(&label.into());

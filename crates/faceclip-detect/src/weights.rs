@@ -6,7 +6,7 @@
 //! Esler); the weights descend from davidsandberg/facenet (MIT) and the original Caffe MTCNN
 //! of Zhang et al. (2016). See `assets/LICENSE-mtcnn.txt`.
 
-use faceclip_core::{Checkpoint, Error, Result};
+use faceclip_core::{Checkpoint, Result};
 
 /// The bytes of `assets/mtcnn.safetensors`.
 pub static MTCNN_SAFETENSORS: &[u8] = include_bytes!("../assets/mtcnn.safetensors");
@@ -14,33 +14,9 @@ pub static MTCNN_SAFETENSORS: &[u8] = include_bytes!("../assets/mtcnn.safetensor
 /// Label used as the checkpoint "path" in messages.
 pub const EMBEDDED_LABEL: &str = "<embedded faceclip-detect/assets/mtcnn.safetensors>";
 
-/// Parses safetensors bytes into an in-memory [`Checkpoint`] (float tensors as `f32`).
+/// Parses safetensors bytes into an in-memory [`Checkpoint`].
 pub fn checkpoint_from_safetensors_bytes(label: &str, bytes: &[u8]) -> Result<Checkpoint> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::checkpoint(label, e))?;
-    let mut tensors = Vec::new();
-    for (name, view) in st.tensors() {
-        let shape = view.shape().to_vec();
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            safetensors::Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
-            other => {
-                return Err(Error::DType {
-                    path: label.into(),
-                    key: name,
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        tensors.push((name, shape, values));
-    }
-    Checkpoint::from_f32(label, tensors)
+    Checkpoint::from_safetensors_bytes(label, bytes)
 }
 
 /// The embedded MTCNN weights as a checkpoint (keys `pnet.*`, `rnet.*`, `onet.*`).

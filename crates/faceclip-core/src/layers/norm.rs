@@ -11,7 +11,6 @@ use crate::var_builder::VarBuilder;
 pub struct LayerNorm {
     pub weight: Option<Param<Tensor<1>>>,
     pub bias: Option<Param<Tensor<1>>>,
-    dim: usize,
     eps: f64,
 }
 
@@ -26,19 +25,27 @@ impl LayerNorm {
         Self {
             weight: weight.then(|| vb.tensor("weight", [dim])),
             bias: bias.then(|| vb.tensor("bias", [dim])),
-            dim,
             eps,
         }
     }
 
     /// Normalises `[..., dim]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let device = x.device();
-        let w = match &self.weight {
-            Some(w) => w.val(),
-            None => Tensor::ones([self.dim], &device),
-        };
-        burn::tensor::module::layer_norm(x, w, self.bias.as_ref().map(|b| b.val()), self.eps)
+        let bias = self.bias.as_ref().map(|b| b.val());
+        match &self.weight {
+            Some(w) => burn::tensor::module::layer_norm(x, w.val(), bias, self.eps),
+            // No affine weight (diffusers' `elementwise_affine=False`): normalise directly
+            // rather than allocating a tensor of ones on every call.
+            None => {
+                let centered = x.clone() - x.mean_dim(D - 1);
+                let var = centered.clone().square().mean_dim(D - 1);
+                let y = centered / (var + self.eps).sqrt();
+                match bias {
+                    Some(b) => y + b.unsqueeze::<D>(),
+                    None => y,
+                }
+            }
+        }
     }
 }
 

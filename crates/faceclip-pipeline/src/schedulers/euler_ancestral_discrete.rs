@@ -241,17 +241,9 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         &self.timesteps
     }
 
-    /// As Euler: `max σ` (linspace/trailing) or `sqrt(max σ² + 1)` (leading).
+    /// See [`schedule::euler_init_noise_sigma`].
     fn init_noise_sigma(&self) -> f32 {
-        let m = self
-            .sigmas
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
-        match self.config.timestep_spacing {
-            TimestepSpacing::Linspace | TimestepSpacing::Trailing => m,
-            TimestepSpacing::Leading => (m * m + 1.0).sqrt(),
-        }
+        schedule::euler_init_noise_sigma(&self.sigmas, self.config.timestep_spacing)
     }
 
     /// `sample / sqrt(σ² + 1)`.
@@ -261,7 +253,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         timestep: f32,
     ) -> Result<Tensor<D>> {
         let (_, sigma, _) = self.current(timestep)?;
-        Ok(sample.div_scalar((sigma * sigma + 1.0).sqrt()))
+        Ok(schedule::euler_scale_model_input(sample, sigma))
     }
 
     fn step<const D: usize>(
