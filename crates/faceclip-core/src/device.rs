@@ -134,3 +134,69 @@ pub fn parse_device(name: &str) -> Result<Device> {
         }),
     }
 }
+
+/// The floating-point type a device computes in (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// float32: what the parity fixtures are checked in.
+    #[default]
+    F32,
+    /// float16: half the memory; the SDXL VAE can overflow in it (the NaN guard says so).
+    F16,
+    /// bfloat16: half the memory, float32's range.
+    BF16,
+}
+
+impl Precision {
+    /// The name `--dtype` takes (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+        }
+    }
+
+    fn float_dtype(self) -> burn::tensor::FloatDType {
+        use burn::tensor::FloatDType;
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+            Self::BF16 => FloatDType::BF16,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::BF16),
+            other => Err(Error::invalid(format!("--dtype `{other}`: expected f32, f16 or bf16"))),
+        }
+    }
+}
+
+/// Makes `precision` the float type of every tensor later created on `device` (weights are
+/// converted as they load). Call it before anything touches the device: burn fixes a device's
+/// types at its first tensor. F32 on an untouched device is a no-op.
+pub fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
+    let dtype = precision.float_dtype();
+    let name = format!("{device:?}");
+    if precision == Precision::F32 && device.settings().float_dtype == dtype {
+        return Ok(());
+    }
+    if !device.supports_dtype(dtype) {
+        return Err(Error::Backend {
+            name,
+            reason: format!("does not compute in {} (try --dtype f32)", precision.name()),
+        });
+    }
+    device.configure(dtype).map_err(|e| Error::Backend {
+        name,
+        reason: format!("cannot switch to {}: {e}", precision.name()),
+    })
+}

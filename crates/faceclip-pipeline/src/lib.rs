@@ -17,6 +17,7 @@
 //! ```
 
 pub mod flux;
+pub mod hub;
 pub mod models;
 pub mod parity;
 pub mod schedulers;
@@ -36,12 +37,25 @@ use faceclip_core::{Device, Error, Result, Tensor};
 
 /// Fails with [`Error::Numerical`] when `x` holds NaN or Inf after step `step` (timestep `t`).
 pub fn check_finite<const D: usize>(x: &Tensor<D>, step: usize, t: f32) -> Result<()> {
-    let bad = x.clone().is_nan().any().into_scalar() || x.clone().is_inf().any().into_scalar();
-    if bad {
+    if non_finite(x) {
         return Err(Error::Numerical(format!(
-            "the latents hold NaN or Inf after step {} (timestep {t}); the usual cause is f16 overflow: run in f32 or bf16",
+            "the latents hold NaN or Inf after step {} (timestep {t}); {F16_HINT}",
             step + 1
         )));
+    }
+    Ok(())
+}
+
+const F16_HINT: &str = "the usual cause is f16 overflow: run in f32 or bf16";
+
+fn non_finite<const D: usize>(x: &Tensor<D>) -> bool {
+    x.clone().is_nan().any().into_scalar() || x.clone().is_inf().any().into_scalar()
+}
+
+/// The VAE's decoded images must be finite: the SDXL VAE is known to overflow in f16.
+pub(crate) fn check_finite_images(x: &Tensor<4>) -> Result<()> {
+    if non_finite(x) {
+        return Err(Error::Numerical(format!("the VAE decoded NaN or Inf pixels; {F16_HINT}")));
     }
     Ok(())
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use faceclip_pipeline::core::device::parse_device;
+use faceclip_pipeline::core::device::{Precision, parse_device, set_precision};
 use faceclip_pipeline::core::image::RgbImage;
 use faceclip_pipeline::core::{Checkpoint, Error, Result};
-use faceclip_pipeline::{FaceInput, GenerateOptions, SchedulerKind, flux, models, sdxl};
+use faceclip_pipeline::{FaceInput, GenerateOptions, SchedulerKind, flux, hub, models, sdxl};
 
 #[derive(Parser)]
 #[command(name = "faceclip", version, about = "ID-preserving text-to-image generation (FaceCLIP) on burn")]
@@ -100,10 +100,14 @@ struct GenArgs {
     /// Run on the tiny random-weight models the repository ships (output is noise).
     #[arg(long)]
     demo: bool,
+    /// Download the models from the Hugging Face hub into its cache (HF_HOME, HF_TOKEN);
+    /// needs a build with `--features hub`.
+    #[arg(long, conflicts_with_all = ["demo", "models"])]
+    hub: bool,
     /// cpu, flex, ndarray, wgpu, vulkan, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// f32 (bf16/f16 where the backend supports them).
+    /// f32, bf16 or f16: the type weights and activations are held in.
     #[arg(long, default_value = "f32")]
     dtype: String,
 }
@@ -190,13 +194,9 @@ fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
 
 fn generate(a: GenArgs, is_flux: bool) -> Result<()> {
     // Everything the user typed is checked before any model loads.
-    let device = parse_device(&a.backend)?;
-    if a.dtype != "f32" {
-        return Err(Error::invalid(format!(
-            "--dtype {}: only f32 is supported in this build",
-            a.dtype
-        )));
-    }
+    let mut device = parse_device(&a.backend)?;
+    let precision: Precision = a.dtype.parse()?;
+    set_precision(&mut device, precision)?;
     let factor = if is_flux { 16 } else { 8 };
     let (def_w, def_h, def_steps) = if a.demo { (64, 64, 4) } else { (864, 1152, 50) };
     let width = a.width.unwrap_or(def_w);
@@ -229,6 +229,8 @@ fn generate(a: GenArgs, is_flux: bool) -> Result<()> {
     }
     let models_dir = if a.demo {
         models::demo_dir()?
+    } else if a.hub {
+        PathBuf::new()
     } else {
         let dir = a.models.clone().ok_or_else(|| {
             Error::invalid("--models DIR is required (or --demo, or FACECLIP_MODELS)")
@@ -268,13 +270,15 @@ fn generate(a: GenArgs, is_flux: bool) -> Result<()> {
         progress: true,
     };
     let images = if is_flux {
-        let layout = models::FluxModels::discover(&models_dir)?;
+        let layout = if a.hub { hub::flux_models()? } else { models::FluxModels::discover(&models_dir)? };
         flux::generate(&layout, &face, &opts, &device)?
     } else {
-        let layout = models::SdxlModels::discover(&models_dir)?;
+        let layout = if a.hub { hub::sdxl_models()? } else { models::SdxlModels::discover(&models_dir)? };
         sdxl::generate(&layout, &face, &opts, &device)?
     };
-    for (img, path) in images.iter().zip(&outs) {
+    for (mut img, path) in images.into_iter().zip(&outs) {
+        img.metadata.push(("dtype", precision.name().to_string()));
+        img.metadata.push(("backend", a.backend.clone()));
         img.save(path)?;
         println!("{}", path.display());
     }

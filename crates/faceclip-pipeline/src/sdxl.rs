@@ -150,6 +150,7 @@ pub fn decode(vae: &AutoencoderKL, latents: Tensor<4>) -> Result<Tensor<4>> {
     } else {
         vae.decode(z)?
     };
+    crate::check_finite_images(&img)?;
     Ok(postprocess(img))
 }
 

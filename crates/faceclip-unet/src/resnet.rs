@@ -64,7 +64,7 @@ impl ResnetBlock2D {
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
         let h = self
             .conv1
-            .forward(self.act.forward(self.norm1.forward(x.clone())));
+            .forward(self.norm1.forward_act(x.clone(), Some(self.act)));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
                 let [b, c] = [t.dims()[0], proj.out_features()];
@@ -74,7 +74,7 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        let h = self.conv2.forward(self.act.forward(self.norm2.forward(h)));
+        let h = self.conv2.forward(self.norm2.forward_act(h, Some(self.act)));
         let x = match &self.conv_shortcut {
             Some(c) => c.forward(x),
             None => x,

@@ -385,7 +385,7 @@ impl UNet2DConditionModel {
             x = block.forward(x, &mut skips, Some(&emb), Some(ctx), upsample_size);
             record(&format!("up_block_{i}"), &|| x.clone().into_data());
         }
-        let x = self.act.forward(self.conv_norm_out.forward(x));
+        let x = self.conv_norm_out.forward_act(x, Some(self.act));
         Ok(self.conv_out.forward(x))
     }
 }

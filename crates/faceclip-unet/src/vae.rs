@@ -93,7 +93,7 @@ impl Encoder {
         }
         let x = self.mid_block.forward(x, None);
         record(&mut trace, "encoder_mid_block", &x);
-        let x = self.act.forward(self.conv_norm_out.forward(x));
+        let x = self.conv_norm_out.forward_act(x, Some(self.act));
         let x = self.conv_out.forward(x);
         record(&mut trace, "encoder_out", &x);
         x
@@ -176,7 +176,7 @@ impl Decoder {
             x = b.forward(x);
             record(&mut trace, &format!("decoder_up_block_{i}"), &x);
         }
-        let x = self.act.forward(self.conv_norm_out.forward(x));
+        let x = self.conv_norm_out.forward_act(x, Some(self.act));
         self.conv_out.forward(x)
     }
 }

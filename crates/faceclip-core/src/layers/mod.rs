@@ -4,6 +4,7 @@ mod activation;
 mod attention;
 mod conv;
 mod embeddings;
+mod host;
 mod linear;
 mod norm;
 

@@ -3,6 +3,7 @@
 use burn::module::Param;
 use burn::tensor::Tensor;
 
+use super::Activation;
 use crate::var_builder::VarBuilder;
 
 /// `torch.nn.LayerNorm` over the last axis: `weight`, `bias` `[dim]` (either may be absent,
@@ -73,6 +74,16 @@ impl GroupNorm {
 
     /// Normalises `[B, C, ...]` (any rank >= 3).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_act(x, None)
+    }
+
+    /// `act(norm(x))`, the ResNet pattern. On the CPU (flex, f32) a SiLU or no activation is
+    /// fused with the norm into one pass ([`super::host`]); elsewhere the burn ops run in turn.
+    pub fn forward_act<const D: usize>(&self, x: Tensor<D>, act: Option<Activation>) -> Tensor<D> {
+        if matches!(act, None | Some(Activation::Silu)) && super::host::applies(&x) {
+            let silu = act.is_some();
+            return super::host::group_norm(x, self.weight.val(), self.bias.val(), self.groups, self.eps, silu);
+        }
         let dims = x.dims();
         let b = dims[0];
         let per_group = x.shape().num_elements() / (b * self.groups);
@@ -85,7 +96,11 @@ impl GroupNorm {
         shape[1] = self.channels;
         let w = self.weight.val().reshape(shape);
         let bias = self.bias.val().reshape(shape);
-        normed.reshape(dims) * w + bias
+        let y = normed.reshape(dims) * w + bias;
+        match act {
+            Some(a) => a.forward(y),
+            None => y,
+        }
     }
 }
 

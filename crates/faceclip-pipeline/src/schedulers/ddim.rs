@@ -202,7 +202,7 @@ impl DdimScheduler {
         let direction = pred_eps.mul_scalar((1.0 - a_prev - std_dev_t * std_dev_t).sqrt());
         let mut prev_sample = pred_x0.clone().mul_scalar(a_prev.sqrt()).add(direction);
         if self.eta > 0.0 {
-            let noise = self.generator.randn(sample.dims(), &sample.device());
+            let noise = self.generator.randn_like(&sample);
             prev_sample = prev_sample.add(noise.mul_scalar(std_dev_t));
         }
         Ok(SchedulerStepOutput {

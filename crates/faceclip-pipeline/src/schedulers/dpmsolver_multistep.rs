@@ -540,7 +540,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
             AlgorithmType::SdeDpmSolver | AlgorithmType::SdeDpmSolverPp
         );
         let noise = if sde {
-            Some(self.generator.randn(sample.dims(), &sample.device()))
+            Some(self.generator.randn_like(&sample))
         } else {
             None
         };

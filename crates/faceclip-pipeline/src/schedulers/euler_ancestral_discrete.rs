@@ -186,9 +186,7 @@ impl EulerAncestralDiscreteScheduler {
             .div_scalar(sigma);
         let dt = sigma_down - sigma;
         let prev = sample.add(derivative.mul_scalar(dt));
-        let noise = self
-            .generator
-            .randn(model_output.dims(), &model_output.device());
+        let noise = self.generator.randn_like(&model_output);
         let prev_sample = prev.add(noise.mul_scalar(sigma_up));
         self.step_index = Some(i + 1);
         Ok(SchedulerStepOutput {

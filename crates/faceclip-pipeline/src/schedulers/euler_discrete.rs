@@ -362,7 +362,7 @@ impl EulerDiscreteScheduler {
         let sigma_hat = sigma * (gamma + 1.0) as f32;
         let mut sample = sample;
         if gamma > 0.0 {
-            let noise = self.generator.randn(sample.dims(), &sample.device());
+            let noise = self.generator.randn_like(&sample);
             let eps = noise.mul_scalar(c.s_noise as f32);
             sample = sample.add(eps.mul_scalar((sigma_hat * sigma_hat - sigma * sigma).sqrt()));
         }

@@ -27,6 +27,7 @@ pub mod schedule;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use faceclip_core::burn::tensor::{DType, FloatDType};
 use faceclip_core::{Error, Result, Tensor};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -436,7 +437,15 @@ impl Scheduler for AnyScheduler {
         timestep: f32,
         sample: Tensor<D>,
     ) -> Result<Tensor<D>> {
-        dispatch!(self, s => Scheduler::step(s, model_output, timestep, sample))
+        // As diffusers: the update is computed in float32 whatever the model's precision, so
+        // that bf16/f16 rounding does not accumulate over the steps.
+        let dtype = sample.dtype();
+        if dtype == DType::F32 {
+            return dispatch!(self, s => Scheduler::step(s, model_output, timestep, sample));
+        }
+        let (m, x) = (model_output.cast(FloatDType::F32), sample.cast(FloatDType::F32));
+        let out = dispatch!(self, s => Scheduler::step(s, m, timestep, x))?;
+        Ok(out.cast(FloatDType::from(dtype)))
     }
     fn num_train_timesteps(&self) -> usize {
         dispatch!(self, s => s.num_train_timesteps())

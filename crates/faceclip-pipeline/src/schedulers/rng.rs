@@ -81,6 +81,13 @@ impl Generator {
         let n = shape.iter().product();
         Tensor::from_data(TensorData::new(self.randn_vec(n), shape.to_vec()), device)
     }
+
+    /// A standard normal tensor of `like`'s shape, device and float type.
+    pub fn randn_like<const D: usize>(&mut self, like: &Tensor<D>) -> Tensor<D> {
+        let shape = like.dims();
+        let n = shape.iter().product();
+        Tensor::from_data(TensorData::new(self.randn_vec(n), shape.to_vec()), (&like.device(), like.dtype()))
+    }
 }
 
 impl Default for Generator {
