@@ -235,3 +235,31 @@ fn timestep_embedding_matches_diffusers_formula() {
     }
     close(&got, &want, 2e-4);
 }
+
+/// The fused CPU kernels (flex, f32) and the generic burn op chains (here on ndarray) agree,
+/// for GroupNorm with and without SiLU, a 4-D input, a shared (cloned) input, and the
+/// activations fused on the CPU.
+#[test]
+fn fused_cpu_paths_equal_the_generic_burn_ops() {
+    let (flex, nd) = (faceclip_core::device::parse_device("flex").unwrap(), faceclip_core::device::parse_device("ndarray").unwrap());
+    let (b, c, h, w) = (2usize, 8usize, 3usize, 5usize);
+    let x = pseudo(b * c * h * w, 21);
+    let tensors = |d: &Device| {
+        let vb = vb_with(vec![("weight", vec![c], pseudo(c, 22)), ("bias", vec![c], pseudo(c, 23))], d);
+        GroupNorm::load(&vb, 4, c, 1e-5)
+    };
+    let (gf, gn) = (tensors(&flex), tensors(&nd));
+    for act in [None, Some(Activation::Silu), Some(Activation::Gelu)] {
+        let xf = t(&x, [b, c, h, w], &flex);
+        let keep = xf.clone(); // shared: the kernel must copy, not write through
+        let yf = to_vec_f32(gf.forward_act(xf, act));
+        let yn: Vec<f64> = to_vec_f32(gn.forward_act(t(&x, [b, c, h, w], &nd), act)).iter().map(|&v| v as f64).collect();
+        close(&yf, &yn, 1e-5);
+        assert_eq!(to_vec_f32(keep), x, "{act:?}: the input was modified");
+    }
+    for act in [Activation::GeluTanh, Activation::Silu, Activation::QuickGelu] {
+        let yf = to_vec_f32(act.forward(t(&x, [b * c, h * w], &flex)));
+        let yn: Vec<f64> = to_vec_f32(act.forward(t(&x, [b * c, h * w], &nd))).iter().map(|&v| v as f64).collect();
+        close(&yf, &yn, 1e-6);
+    }
+}

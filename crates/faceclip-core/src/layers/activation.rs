@@ -31,6 +31,14 @@ impl Activation {
 
     /// Applies the activation elementwise.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        // On the CPU the composite ones run as one fused pass instead of several burn ops.
+        if matches!(self, Self::GeluTanh | Self::Silu | Self::QuickGelu) && super::host::applies(&x) {
+            return match self {
+                Self::GeluTanh => super::host::map(x, super::host::gelu_tanh),
+                Self::Silu => super::host::map(x, super::host::silu),
+                _ => super::host::map(x, super::host::quick_gelu),
+            };
+        }
         match self {
             Self::Gelu => act::gelu(x),
             Self::GeluTanh => act::gelu_approximate(x),
