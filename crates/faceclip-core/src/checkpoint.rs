@@ -219,11 +219,10 @@ impl Checkpoint {
     ) -> Result<Self> {
         let mut ck = Self::empty(&label.into());
         for (name, shape, values) in tensors {
-            let n: usize = shape.iter().product();
-            if n != values.len() {
+            if checked_numel(&shape) != Some(values.len()) {
                 return Err(Error::shape(
-                    format!("in-memory tensor `{name}`"),
-                    &[n],
+                    format!("in-memory tensor `{name}` (shape {shape:?})"),
+                    &[checked_numel(&shape).unwrap_or(usize::MAX)],
                     &[values.len()],
                 ));
             }
@@ -247,8 +246,9 @@ impl Checkpoint {
     /// crate with `include_bytes!`); `label` stands for the path in messages.
     pub fn from_safetensors_bytes(label: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self> {
         let mut ck = Self::empty(&label.into());
+        check_safetensors_header(&ck.path, bytes)?;
         let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::checkpoint(&ck.path, format!("not a valid safetensors buffer: {e}")))?;
+            .map_err(|e| Error::checkpoint(&ck.path, format!("not a valid safetensors file: {e}")))?;
         for (name, view) in st.iter() {
             ck.tensors.insert(
                 name.to_string(),
@@ -322,6 +322,7 @@ impl Checkpoint {
         // SAFETY: the map is read-only; a file changed underneath us gives wrong numbers,
         // not memory unsafety beyond what reading a file concurrently modified implies.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        check_safetensors_header(path, &mmap)?;
         let st = SafeTensors::deserialize(&mmap)
             .map_err(|e| Error::checkpoint(path, format!("not a valid safetensors file: {e}")))?;
         let (header_len, _) = SafeTensors::read_metadata(&mmap)
@@ -335,9 +336,15 @@ impl Checkpoint {
                 continue;
             }
             let data = view.data();
-            // The view borrows from the map: recover its byte range.
-            let start = data.as_ptr() as usize - mmap.as_ptr() as usize;
-            debug_assert!(start >= base);
+            // The view borrows from the map: recover its byte range (checked against the map,
+            // so a reader bug cannot turn into an out-of-bounds slice later).
+            let start = (data.as_ptr() as usize).wrapping_sub(mmap.as_ptr() as usize);
+            if start < base || start.checked_add(data.len()).is_none_or(|end| end > mmap.len()) {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("tensor `{name}`: data range outside the file"),
+                ));
+            }
             self.tensors.insert(
                 name.to_string(),
                 Stored {
@@ -360,10 +367,41 @@ impl Checkpoint {
     }
 
     fn open_pytorch(path: &Path) -> Result<Self> {
+        let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        // burn's reader never runs pickle code (a call it does not know becomes an opaque
+        // value); a pickle that calls a code-running function is still refused by name, as
+        // a hostile file, rather than loaded for the tensors beside it.
+        if let Ok(root) = PytorchReader::read_pickle_data(path, None)
+            && let Some(call) = hostile_call(&root)
+        {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "the pickle calls `{call}`, which a Python loader would execute; refused \
+                     (nothing was executed: this reader never runs pickle code)"
+                ),
+            ));
+        }
         let reader = PytorchReader::new(path)
             .map_err(|e| Error::checkpoint(path, format!("not a readable PyTorch checkpoint: {e}")))?;
         let mut ck = Self::empty(path);
         for (name, t) in reader.into_tensors() {
+            let bytes = checked_numel(t.shape()).and_then(|n| n.checked_mul(t.dtype().size()));
+            match bytes {
+                Some(b) if (b as u64) <= file_len => {}
+                _ => {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!(
+                            "tensor `{name}`: shape {:?} of {:?} needs {} bytes, more than the whole \
+                             file holds ({file_len} bytes)",
+                            t.shape(),
+                            t.dtype(),
+                            bytes.map_or("more than usize::MAX".to_string(), |b| b.to_string()),
+                        ),
+                    ));
+                }
+            }
             ck.tensors.insert(
                 name.clone(),
                 Stored {
@@ -444,9 +482,14 @@ impl Checkpoint {
             key: name.into(),
         })?;
         let bytes: std::borrow::Cow<'_, [u8]> = match &s.entry {
-            Entry::Safetensors { file, start, end } => {
-                std::borrow::Cow::Borrowed(&self.shards[*file][*start..*end])
-            }
+            Entry::Safetensors { file, start, end } => std::borrow::Cow::Borrowed(
+                self.shards
+                    .get(*file)
+                    .and_then(|m| m.get(*start..*end))
+                    .ok_or_else(|| {
+                        Error::checkpoint(&self.path, format!("tensor `{name}`: data range outside the file"))
+                    })?,
+            ),
             Entry::Pytorch(t) => std::borrow::Cow::Owned(
                 t.read()
                     .map_err(|e| Error::checkpoint(&self.path, format!("tensor `{name}`: {e}")))?,
@@ -459,15 +502,16 @@ impl Checkpoint {
                 ));
             }
         };
-        let want = s.info.shape.iter().product::<usize>() * s.info.dtype.size();
-        if bytes.len() != want {
+        let want = checked_numel(&s.info.shape).and_then(|n| n.checked_mul(s.info.dtype.size()));
+        if s.info.dtype != StoredDType::Other && want != Some(bytes.len()) {
             return Err(Error::checkpoint(
                 &self.path,
                 format!(
-                    "tensor `{name}` holds {} bytes, its shape {:?} and dtype {} need {want}",
+                    "tensor `{name}` holds {} bytes, its shape {:?} and dtype {} need {}",
                     bytes.len(),
                     s.info.shape,
-                    s.info.dtype.torch_name()
+                    s.info.dtype.torch_name(),
+                    want.map_or("more than usize::MAX".to_string(), |w| w.to_string()),
                 ),
             ));
         }
@@ -476,6 +520,15 @@ impl Checkpoint {
 
     /// Reads one floating-point tensor as `f32` values (f64/f16/bf16 converted).
     pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        if let Some(info) = self.info(name)
+            && !info.dtype.is_float()
+        {
+            return Err(Error::DType {
+                path: self.path.clone(),
+                key: name.into(),
+                dtype: info.dtype.torch_name().into(),
+            });
+        }
         let (info, b) = self.raw_bytes(name)?;
         let v: Vec<f32> = match info.dtype {
             StoredDType::F32 => b
@@ -484,7 +537,7 @@ impl Checkpoint {
                 .collect(),
             StoredDType::F64 => b
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
+                .map(|c| f64::from_le_bytes(le8(c)) as f32)
                 .collect(),
             StoredDType::F16 => b
                 .chunks_exact(2)
@@ -511,7 +564,7 @@ impl Checkpoint {
         let v: Vec<i64> = match info.dtype {
             StoredDType::I64 => b
                 .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
+                .map(|c| i64::from_le_bytes(le8(c)))
                 .collect(),
             StoredDType::I32 => b
                 .chunks_exact(4)
@@ -556,6 +609,21 @@ impl Checkpoint {
         }
     }
 
+    /// Hands the memory-mapped pages of tensor `name` back to the OS once it has been copied
+    /// out, so that loading a model peaks at about its own size rather than twice it (the
+    /// file's pages would otherwise stay resident until the checkpoint is dropped). Pages are
+    /// re-read from the file if the tensor is read again. A no-op for other storage.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(Entry::Safetensors { file, start, end }) = self.tensors.get(name).map(|s| &s.entry) {
+            if let Some(m) = self.shards.get(*file) {
+                // SAFETY: a read-only shared file mapping: MADV_DONTNEED drops the pages and a
+                // later access faults the same bytes back in from the file.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start) };
+            }
+        }
+    }
+
     /// Raw little-endian bytes of a tensor as stored (for bit-exact comparisons).
     pub fn read_raw(&self, name: &str) -> Result<(TensorInfo, Vec<u8>)> {
         let (info, b) = self.raw_bytes(name)?;
@@ -596,5 +664,158 @@ impl Checkpoint {
             safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v.clone())), None, path)
                 .map_err(|e| Error::checkpoint(path, e))
         })
+    }
+}
+
+/// The element count of `shape`, `None` when it overflows `usize`.
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// Eight bytes of a `chunks_exact(8)` chunk as an array.
+fn le8(c: &[u8]) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&c[..8]);
+    a
+}
+
+/// The largest safetensors JSON header accepted (the `safetensors` crate's limit).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Checks what a safetensors header declares against the bytes actually there, before any
+/// tensor is touched: the header length within the file, each tensor's dtype and shape, its
+/// element count (no overflow), its byte size equal to its declared byte range, and that range
+/// within the data. Every refusal names the file and the tensor.
+fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_len = bytes.len() as u64;
+    let Some(len_bytes) = bytes.first_chunk::<8>() else {
+        return Err(Error::checkpoint(
+            path,
+            format!("the file holds {file_len} bytes, fewer than the 8-byte safetensors header length"),
+        ));
+    };
+    let header_len = u64::from_le_bytes(*len_bytes);
+    if header_len > file_len - 8 {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "the safetensors header length {header_len} goes beyond the file ({file_len} bytes): truncated or not a safetensors file"
+            ),
+        ));
+    }
+    if header_len > MAX_SAFETENSORS_HEADER {
+        return Err(Error::checkpoint(
+            path,
+            format!("the safetensors header length {header_len} is above the {MAX_SAFETENSORS_HEADER}-byte limit"),
+        ));
+    }
+    // header_len <= file_len - 8, so this fits in usize (the bytes are in memory).
+    let header_end = 8 + header_len as usize;
+    let data_len = file_len - 8 - header_len;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..header_end])
+        .map_err(|e| Error::checkpoint(path, format!("the safetensors header is not a JSON object: {e}")))?;
+    let mut ranges: Vec<(u64, u64, &str)> = Vec::with_capacity(header.len());
+    for (name, entry) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: String| Error::checkpoint(path, format!("tensor `{name}`: {what}"));
+        let dtype: StDtype = entry
+            .get("dtype")
+            .cloned()
+            .ok_or_else(|| bad("no `dtype` in the header".into()))
+            .and_then(|d| {
+                serde_json::from_value(d.clone()).map_err(|_| bad(format!("unknown dtype {d}")))
+            })?;
+        let shape: Vec<u64> = entry
+            .get("shape")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .ok_or_else(|| bad("no integer `shape` in the header".into()))?;
+        let offsets: [u64; 2] = entry
+            .get("data_offsets")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .ok_or_else(|| bad("no `data_offsets: [begin, end]` in the header".into()))?;
+        let bits = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize() as u64));
+        let Some(bits) = bits else {
+            return Err(bad(format!("shape {shape:?} has more elements than can be counted")));
+        };
+        let need = bits.div_ceil(8);
+        let [begin, end] = offsets;
+        if begin > end {
+            return Err(bad(format!("data_offsets [{begin}, {end}] end before they begin")));
+        }
+        if end > data_len {
+            return Err(bad(format!(
+                "data_offsets [{begin}, {end}] go beyond the {data_len} bytes of data the file holds (truncated?)"
+            )));
+        }
+        if need > data_len {
+            return Err(bad(format!(
+                "shape {shape:?} of {dtype:?} needs {need} bytes, more than the {data_len} bytes of data the file holds"
+            )));
+        }
+        if bits % 8 != 0 || end - begin != need {
+            return Err(bad(format!(
+                "shape {shape:?} of {dtype:?} needs {need} bytes, its data_offsets [{begin}, {end}] hold {}",
+                end - begin
+            )));
+        }
+        ranges.push((begin, end, name));
+    }
+    // The tensors tile the data exactly, in some order: no overlap, no gap, nothing after.
+    ranges.sort_unstable();
+    let mut at = 0u64;
+    let mut prev: Option<&str> = None;
+    for &(begin, end, name) in &ranges {
+        if begin != at {
+            let after = prev.map_or("the start of the data".to_string(), |p| format!("tensor `{p}`"));
+            let how = if begin < at { "overlap" } else { "leave a gap after" };
+            return Err(Error::checkpoint(
+                path,
+                format!("tensor `{name}`: data_offsets [{begin}, {end}] {how} {after}"),
+            ));
+        }
+        at = end;
+        prev = Some(name);
+    }
+    if at != data_len {
+        return Err(Error::checkpoint(
+            path,
+            format!("the tensors hold {at} bytes, the file {data_len} bytes of data after the header"),
+        ));
+    }
+    Ok(())
+}
+
+/// Python callables whose call in a pickle means the file runs code when Python loads it.
+/// burn's reader never calls anything, so this is a refusal of hostile files, not a defence.
+const HOSTILE_MODULES: &[&str] = &[
+    "os", "posix", "nt", "subprocess", "_posixsubprocess", "sys", "shutil", "socket",
+    "importlib", "pickle", "_pickle", "marshal", "runpy", "pty", "code", "codeop", "commands",
+    "webbrowser", "ctypes", "multiprocessing", "pdb", "timeit", "asyncio", "platform",
+];
+const HOSTILE_BUILTINS: &[&str] = &[
+    "eval", "exec", "execfile", "compile", "__import__", "getattr", "setattr", "delattr", "open",
+    "apply", "input", "breakpoint", "globals", "locals", "vars",
+];
+
+/// The first code-running callable named anywhere in a parsed pickle (`os.system`, ...).
+fn hostile_call(value: &burn::store::pytorch_reader::PickleValue) -> Option<String> {
+    use burn::store::pytorch_reader::PickleValue as V;
+    match value {
+        V::Unsupported(name) => {
+            let (module, func) = name.rsplit_once('.').unwrap_or(("", name.as_str()));
+            let root = module.split('.').next().unwrap_or_default();
+            let hostile = HOSTILE_MODULES.contains(&root)
+                || (matches!(module, "builtins" | "__builtin__") && HOSTILE_BUILTINS.contains(&func))
+                || (module == "operator" && matches!(func, "attrgetter" | "methodcaller"));
+            hostile.then(|| name.clone())
+        }
+        V::List(items) => items.iter().find_map(hostile_call),
+        V::Dict(map) => map.values().find_map(hostile_call),
+        _ => None,
     }
 }

@@ -7,6 +7,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
+/// The most pixels [`RgbImage::decode`] accepts (8192 x 8192; 768 MiB as planar `f32`).
+pub const MAX_PIXELS: u64 = 1 << 26;
+
 /// An RGB image as planar `f32` values in `[0, 1]`: `data[c·H·W + y·W + x]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RgbImage {
@@ -41,12 +44,23 @@ impl RgbImage {
         })
     }
 
-    /// Decodes image bytes; the error says why they are not a usable image.
+    /// Decodes image bytes (at most [`MAX_PIXELS`] pixels, 16384 a side); the error says why
+    /// they are not a usable image.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
         if bytes.is_empty() {
             return Err("the file is empty".into());
         }
         let format = image::guess_format(bytes).map_err(|e| format!("not an image: {e}"))?;
+        // The size from the header first: a small file can declare a huge image (a
+        // decompression bomb), which would take 15 bytes a pixel here before any check.
+        let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(|e| format!("cannot decode: {e}"))?;
+        if u64::from(w) * u64::from(h) > MAX_PIXELS {
+            return Err(format!(
+                "the image is {w}x{h}, more than the {MAX_PIXELS} pixels (8192x8192) a face photo may have; scale it down"
+            ));
+        }
         let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(16_384);

@@ -28,6 +28,12 @@ fn temp_beside(path: &Path) -> PathBuf {
 /// Checks that `path` can be created: its folder exists and is writable. Called before any
 /// long computation so that a bad `--out` fails at once.
 pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a file name"),
+        ));
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

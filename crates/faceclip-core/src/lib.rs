@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod fixture;
+pub mod fuzzing;
 pub mod image;
 pub mod io;
 pub mod layers;

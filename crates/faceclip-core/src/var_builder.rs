@@ -134,6 +134,7 @@ impl VarBuilder {
         } else {
             source.read_f32(&key).map(|(s, v)| TensorData::new(v, s))
         };
+        source.release(&key);
         match read {
             Ok(d) => Some(d),
             Err(e) => {

@@ -155,6 +155,79 @@ fn regex(cell: &'static OnceLock<regex::Regex>, pattern: &str) -> &'static regex
     cell.get_or_init(|| regex::Regex::new(pattern).expect("static regex"))
 }
 
+/// Parses a `tokenizer.json` with the `tokenizers` crate, which panics instead of erring on some
+/// malformed files (found by fuzzing, `fuzz/artifacts/tokenizer_json/`): a section that is not
+/// valid JSON (`decoders::DecoderWrapper`'s `expect("Helper")`), a `Precompiled` normaliser
+/// whose charsmap does not parse (`expect("Precompiled")`) and a BPE merge shorter than the
+/// `continuing_subword_prefix` (`&b[prefix_len..]` in `BpeBuilder::build`). Those are checked
+/// first and reported as [`Error::Tokenizer`]; as a last resort any other panic inside the crate
+/// is caught and reported the same way (the panic message is still printed by the panic hook).
+pub(crate) fn parse_tokenizer_json(json: &[u8]) -> Result<Tokenizer> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| tok_err("tokenizer.json is not JSON", e))?;
+    check_precompiled(&value)?;
+    check_bpe_merges(&value)?;
+    match std::panic::catch_unwind(|| Tokenizer::from_bytes(json)) {
+        Ok(t) => t.map_err(|e| tok_err("cannot read tokenizer.json", e)),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(tok_err("cannot read tokenizer.json (the tokenizers crate panicked)", msg))
+        }
+    }
+}
+
+/// With a BPE `continuing_subword_prefix`, the second token of every merge must be at least
+/// that long (on a character boundary).
+fn check_bpe_merges(v: &serde_json::Value) -> Result<()> {
+    let Some(model) = v.get("model") else {
+        return Ok(());
+    };
+    let prefix = model
+        .get("continuing_subword_prefix")
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    let Some(merges) = model.get("merges").and_then(|m| m.as_array()) else {
+        return Ok(());
+    };
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    for m in merges {
+        let second = match m {
+            serde_json::Value::String(s) => s.split_once(' ').map(|(_, b)| b),
+            serde_json::Value::Array(pair) => pair.get(1).and_then(|b| b.as_str()),
+            _ => None,
+        };
+        if let Some(b) = second
+            && !b.is_char_boundary(prefix.len())
+        {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer.json: BPE merge {m} is shorter than the continuing_subword_prefix {prefix:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every `{"type": "Precompiled", ...}` object must deserialize as the crate will.
+fn check_precompiled(v: &serde_json::Value) -> Result<()> {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
+                serde_json::from_value::<tokenizers::normalizers::precompiled::Precompiled>(v.clone())
+                    .map_err(|e| tok_err("tokenizer.json: bad Precompiled normalizer", e))?;
+            }
+            map.values().try_for_each(check_precompiled)
+        }
+        serde_json::Value::Array(items) => items.iter().try_for_each(check_precompiled),
+        _ => Ok(()),
+    }
+}
+
 fn tok_err(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(format!("{context}: {e}"))
 }
@@ -223,8 +296,7 @@ impl ClipTokenizer {
 
     /// Same as [`from_file`](Self::from_file) from the file's bytes.
     pub fn from_bytes(json: &[u8]) -> Result<Self> {
-        let mut tokenizer =
-            Tokenizer::from_bytes(json).map_err(|e| tok_err("cannot read tokenizer.json", e))?;
+        let mut tokenizer = parse_tokenizer_json(json)?;
         // A `padding` / `truncation` section in the file would act on the bare ids: each
         // convention builds its rows itself.
         tokenizer

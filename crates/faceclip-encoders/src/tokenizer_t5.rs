@@ -57,8 +57,7 @@ impl T5Tokenizer {
 
     /// Same as [`from_file`](Self::from_file) from the file's bytes.
     pub fn from_bytes(json: &[u8]) -> Result<Self> {
-        let mut tokenizer = Tokenizer::from_bytes(json)
-            .map_err(|e| Error::Tokenizer(format!("cannot read tokenizer.json: {e}")))?;
+        let mut tokenizer = crate::tokenizer_clip::parse_tokenizer_json(json)?;
         // A `padding` / `truncation` section in the file would act on the bare ids: the rows
         // are built in `encode` instead.
         tokenizer
