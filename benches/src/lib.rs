@@ -315,7 +315,7 @@ fn write_random_safetensors(
     }
     let mut head =
         serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serialises");
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let io = |e: std::io::Error| Error::io(path, e);

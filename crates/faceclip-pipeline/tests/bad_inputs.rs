@@ -423,3 +423,22 @@ fn unknown_backend_or_dtype() {
     fails(&["sdxl", "--demo", "--dtype", "f8", "--out", s(&out)], &["f8"]);
     fails(&["sdxl", "--demo", "--scheduler", "bogus", "--out", s(&out)], &["bogus"]);
 }
+
+#[test]
+fn bad_tokenizer_json() {
+    let models = demo_copy("tokenizer");
+    let tok = models.join("FaceCLIP/model/tokenizer/tokenizer.json");
+    assert!(tok.is_file());
+    let out = models.join("out.png");
+    let face = root().join("demo/models/face.png");
+    let args = ["flux", "--models", s(&models), "--face", s(&face), "--aligned", "--steps", "1", "--out", s(&out)];
+    std::fs::write(&tok, b"{\"model\": {\"type\": \"Unigram\"").unwrap();
+    fails(&args, &["tokenizer.json", "tokenizer.json is not JSON"]);
+    // Valid JSON the `tokenizers` crate panicked on (fuzzing found it): an error line.
+    let crash = root().join("fuzz/artifacts/tokenizer_json/crash-ed01f38730f1fb181620fee484b14bc1996fde87");
+    std::fs::copy(crash, &tok).unwrap();
+    fails(&args, &["tokenizer.json", "is shorter than the continuing_subword_prefix"]);
+    std::fs::write(&tok, b"{}").unwrap();
+    fails(&args, &["tokenizer.json", "cannot read tokenizer.json"]);
+    assert!(!out.exists());
+}
