@@ -18,8 +18,11 @@ use faceclip_encoders::tokenizer_clip::{
 };
 use faceclip_encoders::tokenizer_t5::T5Tokenizer;
 
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the folder names under `fuzz/corpus/` and `fuzz/artifacts/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("safetensors", safetensors),
     ("pytorch", pytorch),
     ("tokenizers", tokenizers),
