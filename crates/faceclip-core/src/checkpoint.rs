@@ -615,12 +615,12 @@ impl Checkpoint {
     /// re-read from the file if the tensor is read again. A no-op for other storage.
     pub fn release(&self, name: &str) {
         #[cfg(unix)]
-        if let Some(Entry::Safetensors { file, start, end }) = self.tensors.get(name).map(|s| &s.entry) {
-            if let Some(m) = self.shards.get(*file) {
-                // SAFETY: a read-only shared file mapping: MADV_DONTNEED drops the pages and a
-                // later access faults the same bytes back in from the file.
-                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start) };
-            }
+        if let Some(Entry::Safetensors { file, start, end }) = self.tensors.get(name).map(|s| &s.entry)
+            && let Some(m) = self.shards.get(*file)
+        {
+            // SAFETY: a read-only shared file mapping: MADV_DONTNEED drops the pages and a
+            // later access faults the same bytes back in from the file.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start) };
         }
     }
 
