@@ -17,7 +17,9 @@ fn backends(c: &mut Criterion) {
         g.sample_size(10);
         let a = Tensor::<2>::random([1024, 1024], Distribution::Default, &device);
         let b = Tensor::<2>::random([1024, 1024], Distribution::Default, &device);
-        g.bench_function("matmul_1024", |bench| bench.iter(|| sync(a.clone().matmul(b.clone()))));
+        g.bench_function("matmul_1024", |bench| {
+            bench.iter(|| sync(a.clone().matmul(b.clone())))
+        });
 
         let x = Tensor::<4>::random([1, 320, 64, 64], Distribution::Default, &device);
         let w = Tensor::<4>::random([320, 320, 3, 3], Distribution::Default, &device);
@@ -34,7 +36,16 @@ fn backends(c: &mut Criterion) {
 
         let q = Tensor::<4>::random([1, 5, 4096, 64], Distribution::Default, &device);
         g.bench_function("attention_4096x5x64", |bench| {
-            bench.iter(|| sync(attention(q.clone(), q.clone(), q.clone(), None, AttentionMask::None, None)))
+            bench.iter(|| {
+                sync(attention(
+                    q.clone(),
+                    q.clone(),
+                    q.clone(),
+                    None,
+                    AttentionMask::None,
+                    None,
+                ))
+            })
         });
         g.finish();
     }

@@ -11,10 +11,13 @@
 use std::sync::OnceLock;
 
 use faceclip_core::image::RgbImage;
-use faceclip_detect::detect_face::{Window, area_resample_normalised, crop_window, level_size, pyramid_scales};
+use faceclip_detect::detect_face::{
+    Window, area_resample_normalised, crop_window, level_size, pyramid_scales,
+};
 use faceclip_detect::{ImageView, MtcnnConfig, RgbU8Image, norm_crop};
 use faceclip_encoders::tokenizer_clip::{
-    ClipTokenizer, PAD_ZERO, TokenBatch, ftfy_fix_text, hf_slow_clean, html_unescape, openclip_clean,
+    ClipTokenizer, PAD_ZERO, TokenBatch, ftfy_fix_text, hf_slow_clean, html_unescape,
+    openclip_clean,
 };
 use faceclip_encoders::tokenizer_t5::T5Tokenizer;
 
@@ -66,13 +69,22 @@ fn check_row(b: &TokenBatch, l: usize, first: Option<i64>, last: i64, pad: i64, 
     assert_eq!((b.seq_len, b.ids.len(), b.attention_mask.len()), (l, l, l));
     let n = b.attention_mask.iter().take_while(|&&m| m == 1).count();
     assert!(n >= 1, "no real token: {b:?}");
-    assert!(b.attention_mask[n..].iter().all(|&m| m == 0), "mask not 1s then 0s: {b:?}");
-    assert!(b.ids[n..].iter().all(|&i| i == pad), "padding is not {pad}: {b:?}");
+    assert!(
+        b.attention_mask[n..].iter().all(|&m| m == 0),
+        "mask not 1s then 0s: {b:?}"
+    );
+    assert!(
+        b.ids[n..].iter().all(|&i| i == pad),
+        "padding is not {pad}: {b:?}"
+    );
     if let Some(first) = first {
         assert_eq!(b.ids[0], first, "{b:?}");
     }
     assert_eq!(b.ids[n - 1], last, "{b:?}");
-    assert!(b.ids.iter().all(|&i| i >= 0 && (i as usize) < vocab), "id out of the vocabulary: {b:?}");
+    assert!(
+        b.ids.iter().all(|&i| i >= 0 && (i as usize) < vocab),
+        "id out of the vocabulary: {b:?}"
+    );
     if b.truncated[0] {
         assert_eq!(n, l, "a truncated row is full: {b:?}");
     }
@@ -84,18 +96,31 @@ fn check_row(b: &TokenBatch, l: usize, first: Option<i64>, last: i64, pad: i64, 
 pub fn tokenizers(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let texts = [text.as_ref()];
-    let _ = (openclip_clean(&text), hf_slow_clean(&text), ftfy_fix_text(&text), html_unescape(&text));
+    let _ = (
+        openclip_clean(&text),
+        hf_slow_clean(&text),
+        ftfy_fix_text(&text),
+        html_unescape(&text),
+    );
     let c = clip();
     let (sot, eot, l) = (c.sot_id(), c.eot_id(), c.context_length());
     let vocab = 49408;
-    let b = c.encode_openclip(&texts).expect("open_clip encodes any text under 1 MiB");
+    let b = c
+        .encode_openclip(&texts)
+        .expect("open_clip encodes any text under 1 MiB");
     check_row(&b, l, Some(sot), eot, PAD_ZERO, vocab);
-    let b = c.encode_hf(&texts, eot).expect("CLIPTokenizerFast encodes any text under 1 MiB");
+    let b = c
+        .encode_hf(&texts, eot)
+        .expect("CLIPTokenizerFast encodes any text under 1 MiB");
     check_row(&b, l, Some(sot), eot, eot, vocab);
-    let b = c.encode_hf(&texts, PAD_ZERO).expect("CLIPTokenizerFast encodes any text under 1 MiB");
+    let b = c
+        .encode_hf(&texts, PAD_ZERO)
+        .expect("CLIPTokenizerFast encodes any text under 1 MiB");
     let n = b.attention_mask.iter().filter(|&&m| m == 1).count();
     assert_eq!(b.ids[n - 1], eot);
-    let b = c.encode_hf_slow(&texts, eot).expect("CLIPTokenizer encodes any text under 1 MiB");
+    let b = c
+        .encode_hf_slow(&texts, eot)
+        .expect("CLIPTokenizer encodes any text under 1 MiB");
     check_row(&b, l, Some(sot), eot, eot, vocab);
 
     let (t5, t5_short) = t5();
@@ -116,7 +141,12 @@ pub fn unwind_panics() {
 /// Arbitrary bytes as a `tokenizer.json` for the CLIP and the T5 tokenizer (what a model
 /// folder supplies); a tokenizer that loads must encode a few texts into well-formed rows.
 pub fn tokenizer_json(data: &[u8]) {
-    const TEXTS: [&str; 4] = ["a photo of a cat", "", "<|endoftext|> ÿ\u{301} 日本 &amp;", "</s><pad>"];
+    const TEXTS: [&str; 4] = [
+        "a photo of a cat",
+        "",
+        "<|endoftext|> ÿ\u{301} 日本 &amp;",
+        "</s><pad>",
+    ];
     if let Ok(t) = ClipTokenizer::from_bytes(data) {
         for text in TEXTS {
             if let Ok(b) = t.encode_hf(&[text], t.eot_id()) {
@@ -153,7 +183,11 @@ pub fn image(data: &[u8]) {
     if w * h <= faceclip_core::fuzzing::SMALL_IMAGE
         && let Ok(d) = RgbU8Image::decode(data)
     {
-        assert_eq!((d.width, d.height), (w, h), "the two decoders disagree on the size");
+        assert_eq!(
+            (d.width, d.height),
+            (w, h),
+            "the two decoders disagree on the size"
+        );
         assert!(d.data == rgb, "the two decoders disagree on the pixels");
     }
     let view = ImageView::new(w, h, &rgb).expect("a decoded image is a valid view");
@@ -172,7 +206,10 @@ fn face_preprocessing(img: &RgbImage, view: &ImageView<'_>) {
         let rows = 0..hs.min(2);
         let mut out = vec![0f32; 3 * rows.len() * ws];
         area_resample_normalised(view, Window::full(view), hs, ws, rows, &mut out);
-        assert!(out.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)));
+        assert!(
+            out.iter()
+                .all(|v| v.is_finite() && (-1.0..=1.0).contains(v))
+        );
     }
     let byte = |i: usize| f32::from(view.data[i % view.data.len()]) / 255.0;
     let bx = [
@@ -183,10 +220,16 @@ fn face_preprocessing(img: &RgbImage, view: &ImageView<'_>) {
         1.0,
     ];
     if let Some(win) = crop_window(&bx, w, h) {
-        assert!(win.x0 < win.x1 && win.x1 <= w && win.y0 < win.y1 && win.y1 <= h, "{win:?}");
+        assert!(
+            win.x0 < win.x1 && win.x1 <= w && win.y0 < win.y1 && win.y1 <= h,
+            "{win:?}"
+        );
     }
     let lmk: [[f32; 2]; 5] = std::array::from_fn(|k| {
-        [(byte(4 + 2 * k) * 1.5 - 0.25) * w as f32, (byte(5 + 2 * k) * 1.5 - 0.25) * h as f32]
+        [
+            (byte(4 + 2 * k) * 1.5 - 0.25) * w as f32,
+            (byte(5 + 2 * k) * 1.5 - 0.25) * h as f32,
+        ]
     });
     if let Ok((crop, m)) = norm_crop(*view, &lmk, 112) {
         assert_eq!(crop.len(), 112 * 112 * 3);

@@ -247,8 +247,9 @@ impl Checkpoint {
     pub fn from_safetensors_bytes(label: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self> {
         let mut ck = Self::empty(&label.into());
         check_safetensors_header(&ck.path, bytes)?;
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::checkpoint(&ck.path, format!("not a valid safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            Error::checkpoint(&ck.path, format!("not a valid safetensors file: {e}"))
+        })?;
         for (name, view) in st.iter() {
             ck.tensors.insert(
                 name.to_string(),
@@ -266,7 +267,10 @@ impl Checkpoint {
     }
 
     /// A listing without data (a manifest): only coverage checks are possible.
-    pub fn from_listing(label: impl Into<PathBuf>, tensors: impl IntoIterator<Item = TensorInfo>) -> Self {
+    pub fn from_listing(
+        label: impl Into<PathBuf>,
+        tensors: impl IntoIterator<Item = TensorInfo>,
+    ) -> Self {
         let mut ck = Self::empty(&label.into());
         for info in tensors {
             ck.tensors.insert(
@@ -295,7 +299,10 @@ impl Checkpoint {
         let mut ck = Self::empty(path);
         for f in files {
             if f.contains("..") || Path::new(f).is_absolute() {
-                return Err(Error::checkpoint(path, format!("shard name `{f}` leaves the folder")));
+                return Err(Error::checkpoint(
+                    path,
+                    format!("shard name `{f}` leaves the folder"),
+                ));
             }
             let shard = dir.join(f);
             let wanted: Vec<&str> = index
@@ -310,7 +317,10 @@ impl Checkpoint {
             if !ck.tensors.contains_key(k) {
                 return Err(Error::checkpoint(
                     path,
-                    format!("index lists `{k}` in `{}`, which does not hold it", index.weight_map[k]),
+                    format!(
+                        "index lists `{k}` in `{}`, which does not hold it",
+                        index.weight_map[k]
+                    ),
                 ));
             }
         }
@@ -339,7 +349,11 @@ impl Checkpoint {
             // The view borrows from the map: recover its byte range (checked against the map,
             // so a reader bug cannot turn into an out-of-bounds slice later).
             let start = (data.as_ptr() as usize).wrapping_sub(mmap.as_ptr() as usize);
-            if start < base || start.checked_add(data.len()).is_none_or(|end| end > mmap.len()) {
+            if start < base
+                || start
+                    .checked_add(data.len())
+                    .is_none_or(|end| end > mmap.len())
+            {
                 return Err(Error::checkpoint(
                     path,
                     format!("tensor `{name}`: data range outside the file"),
@@ -367,7 +381,9 @@ impl Checkpoint {
     }
 
     fn open_pytorch(path: &Path) -> Result<Self> {
-        let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let file_len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
         // burn's reader never runs pickle code (a call it does not know becomes an opaque
         // value); a pickle that calls a code-running function is still refused by name, as
         // a hostile file, rather than loaded for the tensors beside it.
@@ -382,8 +398,9 @@ impl Checkpoint {
                 ),
             ));
         }
-        let reader = PytorchReader::new(path)
-            .map_err(|e| Error::checkpoint(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+        let reader = PytorchReader::new(path).map_err(|e| {
+            Error::checkpoint(path, format!("not a readable PyTorch checkpoint: {e}"))
+        })?;
         let mut ck = Self::empty(path);
         for (name, t) in reader.into_tensors() {
             let bytes = checked_numel(t.shape()).and_then(|n| n.checked_mul(t.dtype().size()));
@@ -487,7 +504,10 @@ impl Checkpoint {
                     .get(*file)
                     .and_then(|m| m.get(*start..*end))
                     .ok_or_else(|| {
-                        Error::checkpoint(&self.path, format!("tensor `{name}`: data range outside the file"))
+                        Error::checkpoint(
+                            &self.path,
+                            format!("tensor `{name}`: data range outside the file"),
+                        )
                     })?,
             ),
             Entry::Pytorch(t) => std::borrow::Cow::Owned(
@@ -615,12 +635,15 @@ impl Checkpoint {
     /// re-read from the file if the tensor is read again. A no-op for other storage.
     pub fn release(&self, name: &str) {
         #[cfg(unix)]
-        if let Some(Entry::Safetensors { file, start, end }) = self.tensors.get(name).map(|s| &s.entry)
+        if let Some(Entry::Safetensors { file, start, end }) =
+            self.tensors.get(name).map(|s| &s.entry)
             && let Some(m) = self.shards.get(*file)
         {
             // SAFETY: a read-only shared file mapping: MADV_DONTNEED drops the pages and a
             // later access faults the same bytes back in from the file.
-            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start) };
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start)
+            };
         }
     }
 
@@ -661,8 +684,12 @@ impl Checkpoint {
             })
             .collect::<Result<_>>()?;
         crate::io::write_atomic(out, |path| {
-            safetensors::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v.clone())), None, path)
-                .map_err(|e| Error::checkpoint(path, e))
+            safetensors::serialize_to_file(
+                views.iter().map(|(n, v)| (n.as_str(), v.clone())),
+                None,
+                path,
+            )
+            .map_err(|e| Error::checkpoint(path, e))
         })
     }
 }
@@ -691,7 +718,9 @@ fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
     let Some(len_bytes) = bytes.first_chunk::<8>() else {
         return Err(Error::checkpoint(
             path,
-            format!("the file holds {file_len} bytes, fewer than the 8-byte safetensors header length"),
+            format!(
+                "the file holds {file_len} bytes, fewer than the 8-byte safetensors header length"
+            ),
         ));
     };
     let header_len = u64::from_le_bytes(*len_bytes);
@@ -706,14 +735,21 @@ fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
     if header_len > MAX_SAFETENSORS_HEADER {
         return Err(Error::checkpoint(
             path,
-            format!("the safetensors header length {header_len} is above the {MAX_SAFETENSORS_HEADER}-byte limit"),
+            format!(
+                "the safetensors header length {header_len} is above the {MAX_SAFETENSORS_HEADER}-byte limit"
+            ),
         ));
     }
     // header_len <= file_len - 8, so this fits in usize (the bytes are in memory).
     let header_end = 8 + header_len as usize;
     let data_len = file_len - 8 - header_len;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..header_end])
-        .map_err(|e| Error::checkpoint(path, format!("the safetensors header is not a JSON object: {e}")))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..header_end]).map_err(|e| {
+            Error::checkpoint(
+                path,
+                format!("the safetensors header is not a JSON object: {e}"),
+            )
+        })?;
     let mut ranges: Vec<(u64, u64, &str)> = Vec::with_capacity(header.len());
     for (name, entry) in &header {
         if name == "__metadata__" {
@@ -740,12 +776,16 @@ fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
             .try_fold(1u64, |n, &d| n.checked_mul(d))
             .and_then(|n| n.checked_mul(dtype.bitsize() as u64));
         let Some(bits) = bits else {
-            return Err(bad(format!("shape {shape:?} has more elements than can be counted")));
+            return Err(bad(format!(
+                "shape {shape:?} has more elements than can be counted"
+            )));
         };
         let need = bits.div_ceil(8);
         let [begin, end] = offsets;
         if begin > end {
-            return Err(bad(format!("data_offsets [{begin}, {end}] end before they begin")));
+            return Err(bad(format!(
+                "data_offsets [{begin}, {end}] end before they begin"
+            )));
         }
         if end > data_len {
             return Err(bad(format!(
@@ -771,8 +811,14 @@ fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut prev: Option<&str> = None;
     for &(begin, end, name) in &ranges {
         if begin != at {
-            let after = prev.map_or("the start of the data".to_string(), |p| format!("tensor `{p}`"));
-            let how = if begin < at { "overlap" } else { "leave a gap after" };
+            let after = prev.map_or("the start of the data".to_string(), |p| {
+                format!("tensor `{p}`")
+            });
+            let how = if begin < at {
+                "overlap"
+            } else {
+                "leave a gap after"
+            };
             return Err(Error::checkpoint(
                 path,
                 format!("tensor `{name}`: data_offsets [{begin}, {end}] {how} {after}"),
@@ -784,7 +830,9 @@ fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
     if at != data_len {
         return Err(Error::checkpoint(
             path,
-            format!("the tensors hold {at} bytes, the file {data_len} bytes of data after the header"),
+            format!(
+                "the tensors hold {at} bytes, the file {data_len} bytes of data after the header"
+            ),
         ));
     }
     Ok(())
@@ -793,13 +841,47 @@ fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Python callables whose call in a pickle means the file runs code when Python loads it.
 /// burn's reader never calls anything, so this is a refusal of hostile files, not a defence.
 const HOSTILE_MODULES: &[&str] = &[
-    "os", "posix", "nt", "subprocess", "_posixsubprocess", "sys", "shutil", "socket",
-    "importlib", "pickle", "_pickle", "marshal", "runpy", "pty", "code", "codeop", "commands",
-    "webbrowser", "ctypes", "multiprocessing", "pdb", "timeit", "asyncio", "platform",
+    "os",
+    "posix",
+    "nt",
+    "subprocess",
+    "_posixsubprocess",
+    "sys",
+    "shutil",
+    "socket",
+    "importlib",
+    "pickle",
+    "_pickle",
+    "marshal",
+    "runpy",
+    "pty",
+    "code",
+    "codeop",
+    "commands",
+    "webbrowser",
+    "ctypes",
+    "multiprocessing",
+    "pdb",
+    "timeit",
+    "asyncio",
+    "platform",
 ];
 const HOSTILE_BUILTINS: &[&str] = &[
-    "eval", "exec", "execfile", "compile", "__import__", "getattr", "setattr", "delattr", "open",
-    "apply", "input", "breakpoint", "globals", "locals", "vars",
+    "eval",
+    "exec",
+    "execfile",
+    "compile",
+    "__import__",
+    "getattr",
+    "setattr",
+    "delattr",
+    "open",
+    "apply",
+    "input",
+    "breakpoint",
+    "globals",
+    "locals",
+    "vars",
 ];
 
 /// The first code-running callable named anywhere in a parsed pickle (`os.system`, ...).
@@ -810,7 +892,8 @@ fn hostile_call(value: &burn::store::pytorch_reader::PickleValue) -> Option<Stri
             let (module, func) = name.rsplit_once('.').unwrap_or(("", name.as_str()));
             let root = module.split('.').next().unwrap_or_default();
             let hostile = HOSTILE_MODULES.contains(&root)
-                || (matches!(module, "builtins" | "__builtin__") && HOSTILE_BUILTINS.contains(&func))
+                || (matches!(module, "builtins" | "__builtin__")
+                    && HOSTILE_BUILTINS.contains(&func))
                 || (module == "operator" && matches!(func, "attrgetter" | "methodcaller"));
             hostile.then(|| name.clone())
         }

@@ -45,7 +45,8 @@ pub fn default_device() -> Result<Device> {
         Some(name) => parse_device(name),
         None => Err(Error::Backend {
             name: "cpu".into(),
-            reason: "this build has no CPU backend; rebuild with the `flex` or `ndarray` feature".into(),
+            reason: "this build has no CPU backend; rebuild with the `flex` or `ndarray` feature"
+                .into(),
         }),
     }
 }
@@ -175,7 +176,9 @@ impl std::str::FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::BF16),
-            other => Err(Error::invalid(format!("--dtype `{other}`: expected f32, f16 or bf16"))),
+            other => Err(Error::invalid(format!(
+                "--dtype `{other}`: expected f32, f16 or bf16"
+            ))),
         }
     }
 }

@@ -24,8 +24,7 @@ impl Fixture {
         let dir = dir.as_ref().to_path_buf();
         let meta_path = dir.join("meta.json");
         let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: Value =
-            serde_json::from_str(&text).map_err(|e| Error::config(&meta_path, e))?;
+        let meta: Value = serde_json::from_str(&text).map_err(|e| Error::config(&meta_path, e))?;
         let io = Checkpoint::open(dir.join("io.safetensors"))?;
         Ok(Self { dir, meta, io })
     }
@@ -72,7 +71,11 @@ impl Fixture {
     /// `(atol, rtol)` from `tolerance`.
     pub fn tolerance(&self) -> (f64, f64) {
         let t = self.meta.get("tolerance");
-        let get = |k: &str| t.and_then(|t| t.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
+        let get = |k: &str| {
+            t.and_then(|t| t.get(k))
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+        };
         (get("atol"), get("rtol"))
     }
 
@@ -108,7 +111,11 @@ impl Fixture {
     }
 
     /// An io integer tensor (ids, masks) of rank `D` on `device`.
-    pub fn tensor_int<const D: usize>(&self, full_name: &str, device: &Device) -> Result<Tensor<D, Int>> {
+    pub fn tensor_int<const D: usize>(
+        &self,
+        full_name: &str,
+        device: &Device,
+    ) -> Result<Tensor<D, Int>> {
         let (shape, v) = self.io.read_i64(full_name)?;
         check_rank::<D>(full_name, &shape)?;
         Ok(Tensor::from_data(TensorData::new(v, shape), device))
@@ -132,7 +139,10 @@ impl Fixture {
             .pointer(&format!("/weights_from/{component}/path"))
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                Error::config(self.dir.join("meta.json"), format!("no extra.weights_from.{component}.path"))
+                Error::config(
+                    self.dir.join("meta.json"),
+                    format!("no extra.weights_from.{component}.path"),
+                )
             })?;
         Checkpoint::open(self.dir.join(rel))
     }
@@ -144,13 +154,27 @@ impl Fixture {
     }
 
     /// Compares `got` with the io tensor `out.<name>` under an explicit tolerance.
-    pub fn check_with(&self, name: &str, got: TensorData, atol: f64, rtol: f64) -> Result<Comparison> {
+    pub fn check_with(
+        &self,
+        name: &str,
+        got: TensorData,
+        atol: f64,
+        rtol: f64,
+    ) -> Result<Comparison> {
         let (want_shape, want) = self.io.read_f32(&format!("out.{name}"))?;
         let got_shape = got.shape().to_vec();
         let got = got
             .try_into_vec_as::<f32>()
             .map_err(|e| Error::invalid(format!("output `{name}`: {e:?}")))?;
-        Ok(Comparison::new(name, &got_shape, &got, &want_shape, &want, atol, rtol))
+        Ok(Comparison::new(
+            name,
+            &got_shape,
+            &got,
+            &want_shape,
+            &want,
+            atol,
+            rtol,
+        ))
     }
 }
 
@@ -236,19 +260,25 @@ impl ParityReport {
 
     /// Largest absolute error over all comparisons.
     pub fn max_abs(&self) -> f64 {
-        self.comparisons.iter().map(|c| c.max_abs).fold(0.0, f64::max)
+        self.comparisons
+            .iter()
+            .map(|c| c.max_abs)
+            .fold(0.0, f64::max)
     }
 
     /// Largest relative error over all comparisons.
     pub fn max_rel(&self) -> f64 {
-        self.comparisons.iter().map(|c| c.max_rel).fold(0.0, f64::max)
+        self.comparisons
+            .iter()
+            .map(|c| c.max_rel)
+            .fold(0.0, f64::max)
     }
 
     /// The loosest `(atol, rtol)` used.
     pub fn tolerance(&self) -> (f64, f64) {
-        self.comparisons
-            .iter()
-            .fold((0.0, 0.0), |(a, r), c| (f64::max(a, c.atol), f64::max(r, c.rtol)))
+        self.comparisons.iter().fold((0.0, 0.0), |(a, r), c| {
+            (f64::max(a, c.atol), f64::max(r, c.rtol))
+        })
     }
 
     /// The failing comparisons, one line each.

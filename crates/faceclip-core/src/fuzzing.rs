@@ -37,14 +37,22 @@ pub fn read_everything(ck: &Checkpoint) -> Readout {
         if let Ok((raw_info, raw)) = ck.read_raw(&info.name) {
             assert_eq!(raw_info, info);
             if info.dtype != StoredDType::Other {
-                assert_eq!(Some(raw.len()), numel.and_then(|n| n.checked_mul(info.dtype.size())));
+                assert_eq!(
+                    Some(raw.len()),
+                    numel.and_then(|n| n.checked_mul(info.dtype.size()))
+                );
             }
         }
         if info.dtype.is_float() {
             // A float tensor read as f32 converts, as read_data does.
             let _ = ck.read_data(&info.name);
         }
-        out.push((info.name, info.shape, info.dtype, values.map_err(|e| e.to_string())));
+        out.push((
+            info.name,
+            info.shape,
+            info.dtype,
+            values.map_err(|e| e.to_string()),
+        ));
     }
     out
 }
@@ -56,7 +64,8 @@ impl TempFile {
     fn new(ext: &str, data: &[u8]) -> Option<Self> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("faceclip-fuzz-{}-{n}.{ext}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("faceclip-fuzz-{}-{n}.{ext}", std::process::id()));
         std::fs::write(&path, data).ok()?;
         Some(Self(path))
     }
@@ -86,7 +95,10 @@ pub fn safetensors(data: &[u8]) {
     let opened = Checkpoint::open(file.path());
     if let Err(e) = &opened {
         let msg = e.to_string();
-        assert!(msg.contains(&*file.path().to_string_lossy()), "error does not name the file: {msg}");
+        assert!(
+            msg.contains(&*file.path().to_string_lossy()),
+            "error does not name the file: {msg}"
+        );
     }
     let file_read = opened.as_ref().ok().map(read_everything);
     match (&mem_read, &file_read) {
@@ -117,7 +129,10 @@ pub fn pytorch(data: &[u8]) {
         }
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains(&*file.path().to_string_lossy()), "error does not name the file: {msg}");
+            assert!(
+                msg.contains(&*file.path().to_string_lossy()),
+                "error does not name the file: {msg}"
+            );
         }
     }
 }
@@ -133,7 +148,10 @@ pub fn image(data: &[u8]) -> Option<(RgbImage, Vec<u8>)> {
     let img = RgbImage::decode(data).ok()?;
     let (w, h) = (img.width, img.height);
     assert!(w > 0 && h > 0, "decoded a {w}x{h} image");
-    assert!((w * h) as u64 <= crate::image::MAX_PIXELS, "decoded a {w}x{h} image");
+    assert!(
+        (w * h) as u64 <= crate::image::MAX_PIXELS,
+        "decoded a {w}x{h} image"
+    );
     assert_eq!(img.data.len(), 3 * w * h);
     let rgb = img.to_rgb8();
     assert_eq!(rgb.len(), 3 * w * h);
@@ -141,7 +159,11 @@ pub fn image(data: &[u8]) -> Option<(RgbImage, Vec<u8>)> {
     // 45-megapixel JPEG, whose decode alone is the cost a real photo of that size has.
     if w * h <= SMALL_IMAGE {
         assert!(img.data.iter().all(|v| (0.0..=1.0).contains(v)));
-        assert_eq!(RgbImage::from_rgb8(w, h, &rgb).ok().as_ref(), Some(&img), "RGB8 round trip");
+        assert_eq!(
+            RgbImage::from_rgb8(w, h, &rgb).ok().as_ref(),
+            Some(&img),
+            "RGB8 round trip"
+        );
         // `to_tensor` without a device: the data it uploads.
         let td = TensorData::new(img.data.clone(), [3, h, w]);
         assert_eq!(td.shape().to_vec(), vec![3, h, w]);
@@ -149,7 +171,10 @@ pub fn image(data: &[u8]) -> Option<(RgbImage, Vec<u8>)> {
     for (ow, oh) in [(1 + w % 61, 1 + h % 67), (224, 224)] {
         let r = img.resize(ow, oh);
         assert_eq!((r.width, r.height, r.data.len()), (ow, oh, 3 * ow * oh));
-        assert!(r.data.iter().all(|v| (-1e-6..=1.0 + 1e-6).contains(v)), "resize left [0, 1]");
+        assert!(
+            r.data.iter().all(|v| (-1e-6..=1.0 + 1e-6).contains(v)),
+            "resize left [0, 1]"
+        );
     }
     Some((img, rgb))
 }

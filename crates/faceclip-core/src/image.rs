@@ -22,7 +22,11 @@ impl RgbImage {
     /// From interleaved RGB8 pixels (`H·W·3` bytes), divided by 255 as `ToTensor` does.
     pub fn from_rgb8(width: usize, height: usize, pixels: &[u8]) -> Result<Self> {
         if pixels.len() != width * height * 3 {
-            return Err(Error::shape("RGB8 pixels", &[height, width, 3], &[pixels.len()]));
+            return Err(Error::shape(
+                "RGB8 pixels",
+                &[height, width, 3],
+                &[pixels.len()],
+            ));
         }
         let hw = width * height;
         let mut data = vec![0f32; 3 * hw];
@@ -31,7 +35,11 @@ impl RgbImage {
                 data[c * hw + i] = px[c] as f32 / 255.0;
             }
         }
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// Decodes a PNG, JPEG or WebP file (alpha dropped, grey expanded to RGB).
@@ -117,7 +125,14 @@ fn to_u8(v: f32) -> u8 {
 /// PyTorch's `F.interpolate(x, size=(oh, ow), mode='bilinear', align_corners=False)` with no
 /// antialias, on planar `[C, H, W]` values: source coordinate `(dst + 0.5)·(in/out) - 0.5`,
 /// clamped at 0, computed in f32 as PyTorch's CPU kernel does.
-pub fn resize_bilinear(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+pub fn resize_bilinear(
+    src: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
     fn taps(inp: usize, out: usize) -> Vec<(usize, usize, f32, f32)> {
         let scale = inp as f32 / out as f32;
         (0..out)
@@ -173,7 +188,13 @@ pub fn save_png(image: &Tensor<3>, path: &Path, text: &[(&str, String)]) -> Resu
 }
 
 /// Writes interleaved RGB8 pixels as a PNG with `tEXt` entries, atomically.
-pub fn save_rgb8_png(pixels: &[u8], width: usize, height: usize, path: &Path, text: &[(&str, String)]) -> Result<()> {
+pub fn save_rgb8_png(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    path: &Path,
+    text: &[(&str, String)],
+) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| Error::Image {
         path: path.into(),
         reason: e.to_string(),
@@ -184,7 +205,8 @@ pub fn save_rgb8_png(pixels: &[u8], width: usize, height: usize, path: &Path, te
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
-            enc.add_text_chunk(k.to_string(), v.clone()).map_err(|e| err(&e))?;
+            enc.add_text_chunk(k.to_string(), v.clone())
+                .map_err(|e| err(&e))?;
         }
         let mut writer = enc.write_header().map_err(|e| err(&e))?;
         writer.write_image_data(pixels).map_err(|e| err(&e))?;

@@ -31,7 +31,10 @@ pub fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a file name"),
+            std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, not a file name",
+            ),
         ));
     }
     let dir = match path.parent() {
@@ -41,7 +44,10 @@ pub fn check_writable(path: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("folder {} does not exist", dir.display())),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("folder {} does not exist", dir.display()),
+            ),
         ));
     }
     let probe = temp_beside(path);

@@ -34,8 +34,14 @@ impl Manifest {
             let shape = t
                 .get("shape")
                 .and_then(Value::as_array)
-                .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
-                .ok_or_else(|| Error::config(path, format!("tensor `{k}` has no integer `shape`")))?;
+                .and_then(|a| {
+                    a.iter()
+                        .map(|d| d.as_u64().map(|d| d as usize))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| {
+                    Error::config(path, format!("tensor `{k}` has no integer `shape`"))
+                })?;
             let dtype = t.get("dtype").and_then(Value::as_str).unwrap_or("float32");
             tensors.push(TensorInfo {
                 name: k.clone(),
@@ -61,6 +67,9 @@ impl Manifest {
 
     /// Total element count.
     pub fn numel(&self) -> usize {
-        self.tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum()
+        self.tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
     }
 }

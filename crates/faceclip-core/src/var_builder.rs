@@ -212,7 +212,11 @@ impl VarBuilder {
                 .iter()
                 .map(|(k, (e, f))| (k.clone(), e.clone(), f.clone()))
                 .collect(),
-            unreadable: st.unreadable.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            unreadable: st
+                .unreadable
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             expected: st.expected.len(),
             unexpected: Vec::new(),
         };

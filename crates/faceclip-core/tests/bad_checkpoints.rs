@@ -27,14 +27,21 @@ fn st_file(dir: &Path, name: &str, header: &str, data: &[u8]) -> PathBuf {
 /// file and contains every `needle`.
 fn refused(path: &Path, needles: &[&str]) -> String {
     let err = Checkpoint::open(path).expect_err("opened");
-    assert!(matches!(err, Error::Checkpoint { .. }), "not a checkpoint error: {err:?}");
+    assert!(
+        matches!(err, Error::Checkpoint { .. }),
+        "not a checkpoint error: {err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains(&*path.to_string_lossy()), "does not name the file: {msg}");
+    assert!(
+        msg.contains(&*path.to_string_lossy()),
+        "does not name the file: {msg}"
+    );
     for n in needles {
         assert!(msg.contains(n), "`{n}` not in: {msg}");
     }
     if path.extension().is_some_and(|e| e == "safetensors") {
-        let mem = Checkpoint::from_safetensors_bytes(path, &fs::read(path).unwrap()).expect_err("opened from memory");
+        let mem = Checkpoint::from_safetensors_bytes(path, &fs::read(path).unwrap())
+            .expect_err("opened from memory");
         assert_eq!(mem.to_string(), msg, "file and buffer readers disagree");
     }
     msg
@@ -47,7 +54,10 @@ fn safetensors_header_length_beyond_the_file() {
     bytes.extend_from_slice(b"{\"w\":{}}");
     let p = dir.join("long_header.safetensors");
     fs::write(&p, bytes).unwrap();
-    refused(&p, &["header length 1099511627776 goes beyond the file (16 bytes)"]);
+    refused(
+        &p,
+        &["header length 1099511627776 goes beyond the file (16 bytes)"],
+    );
 
     let p = dir.join("seven_bytes.safetensors");
     fs::write(&p, b"\x01\x00\x00\x00\x00\x00\x00").unwrap();
@@ -66,7 +76,13 @@ fn safetensors_offsets_beyond_the_file() {
         r#"{"w":{"dtype":"F32","shape":[1048576],"data_offsets":[0,4194304]}}"#,
         &[0u8; 16],
     );
-    refused(&p, &["tensor `w`", "data_offsets [0, 4194304] go beyond the 16 bytes of data"]);
+    refused(
+        &p,
+        &[
+            "tensor `w`",
+            "data_offsets [0, 4194304] go beyond the 16 bytes of data",
+        ],
+    );
 
     let p = st_file(
         &dir,
@@ -103,7 +119,13 @@ fn safetensors_element_count_overflow_and_size_mismatch() {
         r#"{"w":{"dtype":"F32","shape":[65536,65536],"data_offsets":[0,16]}}"#,
         &[0u8; 16],
     );
-    refused(&p, &["tensor `w`", "needs 17179869184 bytes, more than the 16 bytes of data the file holds"]);
+    refused(
+        &p,
+        &[
+            "tensor `w`",
+            "needs 17179869184 bytes, more than the 16 bytes of data the file holds",
+        ],
+    );
 
     let p = st_file(
         &dir,
@@ -111,7 +133,13 @@ fn safetensors_element_count_overflow_and_size_mismatch() {
         r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#,
         &[0u8; 16],
     );
-    refused(&p, &["tensor `w`", "needs 12 bytes, its data_offsets [0, 16] hold 16"]);
+    refused(
+        &p,
+        &[
+            "tensor `w`",
+            "needs 12 bytes, its data_offsets [0, 16] hold 16",
+        ],
+    );
 
     let p = st_file(
         &dir,
@@ -121,7 +149,12 @@ fn safetensors_element_count_overflow_and_size_mismatch() {
     );
     refused(&p, &["tensor `w`", "unknown dtype \"F33\""]);
 
-    let p = st_file(&dir, "no_shape.safetensors", r#"{"w":{"dtype":"F32","data_offsets":[0,16]}}"#, &[0u8; 16]);
+    let p = st_file(
+        &dir,
+        "no_shape.safetensors",
+        r#"{"w":{"dtype":"F32","data_offsets":[0,16]}}"#,
+        &[0u8; 16],
+    );
     refused(&p, &["tensor `w`", "no integer `shape`"]);
 }
 
@@ -142,10 +175,21 @@ fn safetensors_overlapping_tensors_are_refused() {
         r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
         &[0u8; 12],
     );
-    refused(&p, &["tensor `b`: data_offsets [8, 12] leave a gap after tensor `a`"]);
+    refused(
+        &p,
+        &["tensor `b`: data_offsets [8, 12] leave a gap after tensor `a`"],
+    );
 
-    let p = st_file(&dir, "trailing.safetensors", r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0u8; 9]);
-    refused(&p, &["the tensors hold 4 bytes, the file 9 bytes of data after the header"]);
+    let p = st_file(
+        &dir,
+        "trailing.safetensors",
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+        &[0u8; 9],
+    );
+    refused(
+        &p,
+        &["the tensors hold 4 bytes, the file 9 bytes of data after the header"],
+    );
 }
 
 #[test]
@@ -162,7 +206,10 @@ fn wrong_dtype_and_missing_tensor_are_typed_errors() {
         let err = ck.read_f32(key).unwrap_err();
         assert!(matches!(err, Error::DType { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains("ints.safetensors") && msg.contains(&format!("`{key}`")), "{msg}");
+        assert!(
+            msg.contains("ints.safetensors") && msg.contains(&format!("`{key}`")),
+            "{msg}"
+        );
         assert!(msg.contains("not a float type"), "{msg}");
     }
     assert_eq!(ck.read_i64("ids").unwrap(), (vec![2], vec![0, 0]));
@@ -179,7 +226,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -317,9 +368,17 @@ fn a_hand_built_pt_loads() {
     // The builders above make a checkpoint burn's reader accepts: the refusals below are
     // about what is wrong with each file, not about the container.
     let dir = scratch("pt_ok");
-    let p = pt_zip(&dir, "ok.pt", &dict(&[("w", float_tensor(4, &[2, 2], &[2, 1]))]), &floats(&[1.0, 2.0, 3.0, 4.0]));
+    let p = pt_zip(
+        &dir,
+        "ok.pt",
+        &dict(&[("w", float_tensor(4, &[2, 2], &[2, 1]))]),
+        &floats(&[1.0, 2.0, 3.0, 4.0]),
+    );
     let ck = Checkpoint::open(&p).unwrap();
-    assert_eq!(ck.read_f32("w").unwrap(), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+    assert_eq!(
+        ck.read_f32("w").unwrap(),
+        (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])
+    );
 }
 
 #[test]
@@ -348,12 +407,21 @@ fn a_pickle_calling_os_system_is_refused_and_nothing_runs() {
     refused(&mixed, &["os.system", "nothing was executed"]);
 
     // builtins.eval, subprocess.Popen: the same.
-    for (module, func) in [("builtins", "eval"), ("subprocess", "Popen"), ("posix", "system")] {
+    for (module, func) in [
+        ("builtins", "eval"),
+        ("subprocess", "Popen"),
+        ("posix", "system"),
+    ] {
         let mut call = global(module, func);
         call.extend(unicode(&cmd));
         call.push(0x85);
         call.push(b'R');
-        let p = pt_zip(&dir, &format!("{func}.pt"), &dict(&[("w", float_tensor(1, &[1], &[1])), ("x", call)]), &floats(&[1.0]));
+        let p = pt_zip(
+            &dir,
+            &format!("{func}.pt"),
+            &dict(&[("w", float_tensor(1, &[1], &[1])), ("x", call)]),
+            &floats(&[1.0]),
+        );
         refused(&p, &[&format!("{module}.{func}")]);
     }
 
@@ -366,14 +434,24 @@ fn a_pickle_calling_os_system_is_refused_and_nothing_runs() {
     call.extend(unicode(&cmd));
     call.push(0x85);
     call.push(b'R');
-    let p = pt_zip(&dir, "stack_global.pt", &dict(&[("w", float_tensor(1, &[1], &[1])), ("x", call)]), &floats(&[1.0]));
+    let p = pt_zip(
+        &dir,
+        "stack_global.pt",
+        &dict(&[("w", float_tensor(1, &[1], &[1])), ("x", call)]),
+        &floats(&[1.0]),
+    );
     refused(&p, &["os.system"]);
 
     // A non-tensor global that runs nothing (a config object) does not make a file hostile.
     let mut cfg = global("argparse", "Namespace");
     cfg.push(b')');
     cfg.push(b'R');
-    let benign = pt_zip(&dir, "benign.pt", &dict(&[("w", float_tensor(1, &[1], &[1])), ("args", cfg)]), &floats(&[1.0]));
+    let benign = pt_zip(
+        &dir,
+        "benign.pt",
+        &dict(&[("w", float_tensor(1, &[1], &[1])), ("args", cfg)]),
+        &floats(&[1.0]),
+    );
     let ck = Checkpoint::open(&benign).unwrap();
     assert_eq!(ck.list().len(), 1);
 
@@ -384,15 +462,31 @@ fn a_pickle_calling_os_system_is_refused_and_nothing_runs() {
 fn pt_tensor_larger_than_the_file_is_refused_before_reading() {
     let dir = scratch("pt_bomb");
     // One stored float expanded (stride 0) to 2^30 elements: 4 GiB from a file of ~600 bytes.
-    let p = pt_zip(&dir, "expand.pt", &dict(&[("w", float_tensor(1, &[1 << 15, 1 << 15], &[0, 0]))]), &floats(&[1.0]));
-    refused(&p, &["tensor `w`", "needs 4294967296 bytes, more than the whole file holds"]);
+    let p = pt_zip(
+        &dir,
+        "expand.pt",
+        &dict(&[("w", float_tensor(1, &[1 << 15, 1 << 15], &[0, 0]))]),
+        &floats(&[1.0]),
+    );
+    refused(
+        &p,
+        &[
+            "tensor `w`",
+            "needs 4294967296 bytes, more than the whole file holds",
+        ],
+    );
 }
 
 #[test]
 fn pt_storage_shorter_than_declared_is_refused() {
     let dir = scratch("pt_short");
     // The pickle declares 1024 floats, the storage entry holds 2.
-    let p = pt_zip(&dir, "short.pt", &dict(&[("w", float_tensor(1024, &[1024], &[1]))]), &floats(&[1.0, 2.0]));
+    let p = pt_zip(
+        &dir,
+        "short.pt",
+        &dict(&[("w", float_tensor(1024, &[1024], &[1]))]),
+        &floats(&[1.0, 2.0]),
+    );
     match Checkpoint::open(&p) {
         Err(e) => {
             let msg = e.to_string();

@@ -33,7 +33,10 @@ fn t5_pt_matches_safetensors_as_f32() {
     let st = Checkpoint::open(dir.join("weights.safetensors")).unwrap();
     let pt = Checkpoint::open(dir.join("weights.pt")).unwrap();
     for info in st.list() {
-        assert_eq!(st.read_f32(&info.name).unwrap(), pt.read_f32(&info.name).unwrap());
+        assert_eq!(
+            st.read_f32(&info.name).unwrap(),
+            pt.read_f32(&info.name).unwrap()
+        );
     }
 }
 
@@ -59,16 +62,26 @@ fn empty_truncated_corrupt_and_misnamed_files_are_typed_errors() {
 
     let empty = dir.join("empty.safetensors");
     fs::write(&empty, b"").unwrap();
-    assert!(matches!(Checkpoint::open(&empty), Err(Error::Checkpoint { .. })));
+    assert!(matches!(
+        Checkpoint::open(&empty),
+        Err(Error::Checkpoint { .. })
+    ));
     assert!(expect_checkpoint_error(&empty).contains("empty"));
 
     let trunc = dir.join("trunc.safetensors");
     fs::write(&trunc, &good_st[..good_st.len() / 2]).unwrap();
-    assert!(matches!(Checkpoint::open(&trunc), Err(Error::Checkpoint { .. })));
+    assert!(matches!(
+        Checkpoint::open(&trunc),
+        Err(Error::Checkpoint { .. })
+    ));
     expect_checkpoint_error(&trunc);
 
     let garbage = dir.join("garbage.safetensors");
-    fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header at all").unwrap();
+    fs::write(
+        &garbage,
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header at all",
+    )
+    .unwrap();
     expect_checkpoint_error(&garbage);
 
     let trunc_pt = dir.join("trunc.pt");
@@ -94,11 +107,19 @@ fn empty_truncated_corrupt_and_misnamed_files_are_typed_errors() {
 
     let unknown = dir.join("weights.onnx");
     fs::write(&unknown, &good_st).unwrap();
-    assert!(matches!(Checkpoint::open(&unknown), Err(Error::UnsupportedFormat { .. })));
+    assert!(matches!(
+        Checkpoint::open(&unknown),
+        Err(Error::UnsupportedFormat { .. })
+    ));
 
     let missing = dir.join("nope.safetensors");
     assert!(matches!(Checkpoint::open(&missing), Err(Error::Io { .. })));
-    assert!(Checkpoint::open(&missing).unwrap_err().to_string().contains("nope.safetensors"));
+    assert!(
+        Checkpoint::open(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("nope.safetensors")
+    );
 }
 
 #[test]
@@ -119,19 +140,35 @@ fn missing_unexpected_and_wrong_shape_are_all_reported_at_once() {
     let _b = a.tensor("bias", [2]);
     let _c = vb.pp("b").tensor("weight", [5]);
     let err = vb.finish().unwrap_err();
-    let Error::Coverage(report) = &err else { panic!("{err}") };
+    let Error::Coverage(report) = &err else {
+        panic!("{err}")
+    };
     assert_eq!(report.missing, vec!["b.weight"]);
     assert_eq!(report.unexpected, vec!["stray"]);
-    assert_eq!(report.mismatched, vec![("a.bias".to_string(), vec![2], vec![4])]);
+    assert_eq!(
+        report.mismatched,
+        vec![("a.bias".to_string(), vec![2], vec![4])]
+    );
     let msg = err.to_string();
-    for needle in ["mem.safetensors", "b.weight", "stray", "a.bias", "[2]", "[4]"] {
+    for needle in [
+        "mem.safetensors",
+        "b.weight",
+        "stray",
+        "a.bias",
+        "[2]",
+        "[4]",
+    ] {
         assert!(msg.contains(needle), "`{needle}` not in: {msg}");
     }
 }
 
 #[test]
 fn loaded_values_reach_the_tensor() {
-    let ck = Checkpoint::from_f32("mem", vec![("w".to_string(), vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])]).unwrap();
+    let ck = Checkpoint::from_f32(
+        "mem",
+        vec![("w".to_string(), vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])],
+    )
+    .unwrap();
     let device = default_device().unwrap();
     let vb = VarBuilder::from_checkpoint(ck, &device);
     let w = vb.tensor("w", [2, 2]);
@@ -142,13 +179,17 @@ fn loaded_values_reach_the_tensor() {
 #[test]
 fn a_manifest_walk_allocates_nothing_and_checks_shapes() {
     let m = Manifest::open(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/manifests/sdxl_vae.json"),
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/manifests/sdxl_vae.json"),
     )
     .unwrap();
     assert_eq!(m.tensors.len(), 248);
     let device = default_device().unwrap();
     let vb = VarBuilder::from_checkpoint(m.checkpoint(), &device);
-    let p = vb.pp("encoder").pp("conv_in").tensor("weight", [128, 3, 3, 3]);
+    let p = vb
+        .pp("encoder")
+        .pp("conv_in")
+        .tensor("weight", [128, 3, 3, 3]);
     assert!(!p.is_initialized());
     let report = vb.report();
     assert!(report.missing.is_empty() && report.mismatched.is_empty());
@@ -159,8 +200,14 @@ fn a_manifest_walk_allocates_nothing_and_checks_shapes() {
 fn listing_reports_every_tensor_with_shape_and_dtype() {
     let ck = Checkpoint::open(fixture_dir("t5_encoder_hf").join("weights.pt")).unwrap();
     let list = ck.list();
-    assert!(list.iter().any(|i| i.name == "shared.weight" && i.shape == vec![512, 32]));
-    assert!(list.iter().all(|i| i.dtype == faceclip_core::StoredDType::F32));
+    assert!(
+        list.iter()
+            .any(|i| i.name == "shared.weight" && i.shape == vec![512, 32])
+    );
+    assert!(
+        list.iter()
+            .all(|i| i.dtype == faceclip_core::StoredDType::F32)
+    );
 }
 
 #[test]
@@ -168,8 +215,10 @@ fn sharded_index_loads_across_files() {
     let dir = scratch("sharded");
     let a = Checkpoint::from_f32("a", vec![("x".to_string(), vec![2], vec![1.0, 2.0])]).unwrap();
     let b = Checkpoint::from_f32("b", vec![("y".to_string(), vec![1], vec![3.0])]).unwrap();
-    a.save_safetensors(&dir.join("model-00001-of-00002.safetensors")).unwrap();
-    b.save_safetensors(&dir.join("model-00002-of-00002.safetensors")).unwrap();
+    a.save_safetensors(&dir.join("model-00001-of-00002.safetensors"))
+        .unwrap();
+    b.save_safetensors(&dir.join("model-00002-of-00002.safetensors"))
+        .unwrap();
     fs::write(
         dir.join("model.safetensors.index.json"),
         r#"{"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}}"#,

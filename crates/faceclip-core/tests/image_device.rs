@@ -17,9 +17,20 @@ fn bilinear_resize_matches_torch_interpolate() {
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
     let mut got = vec![];
     for i in 0..n {
-        got.extend(resize_bilinear(&src[i * c * h * w..(i + 1) * c * h * w], c, h, w, 112, 112));
+        got.extend(resize_bilinear(
+            &src[i * c * h * w..(i + 1) * c * h * w],
+            c,
+            h,
+            w,
+            112,
+            112,
+        ));
     }
-    let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(max <= 1e-6, "max abs diff {max}");
 }
 
@@ -39,11 +50,22 @@ fn decoding_real_pngs_and_rejecting_non_images() {
     let not_image = dir.join("face.png");
     std::fs::write(&not_image, b"this is text").unwrap();
     let e = RgbImage::open(&not_image).unwrap_err();
-    assert!(matches!(e, Error::Image { .. }) && e.to_string().contains("face.png"), "{e}");
+    assert!(
+        matches!(e, Error::Image { .. }) && e.to_string().contains("face.png"),
+        "{e}"
+    );
     let empty = dir.join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
-    assert!(RgbImage::open(&empty).unwrap_err().to_string().contains("empty"));
-    assert!(matches!(RgbImage::open(dir.join("missing.png")), Err(Error::Io { .. })));
+    assert!(
+        RgbImage::open(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("empty")
+    );
+    assert!(matches!(
+        RgbImage::open(dir.join("missing.png")),
+        Err(Error::Io { .. })
+    ));
 }
 
 #[test]
@@ -51,14 +73,24 @@ fn png_round_trip_keeps_pixels_and_metadata() {
     let dir = scratch("png");
     let path = dir.join("out.png");
     let pixels: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7) as u8).collect();
-    save_rgb8_png(&pixels, 4, 3, &path, &[("prompt", "a person".into()), ("seed", "42".into())]).unwrap();
+    save_rgb8_png(
+        &pixels,
+        4,
+        3,
+        &path,
+        &[("prompt", "a person".into()), ("seed", "42".into())],
+    )
+    .unwrap();
     let text = read_png_text(&path).unwrap();
     assert!(text.contains(&("prompt".to_string(), "a person".to_string())));
     assert!(text.contains(&("seed".to_string(), "42".to_string())));
     let back = RgbImage::open(&path).unwrap();
     assert_eq!(back.to_rgb8(), pixels);
     // No temporary file is left behind.
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     // An unwritable destination is an error naming it.
     let bad = dir.join("no/such/folder/out.png");

@@ -4,16 +4,20 @@ mod common;
 
 use faceclip_core::device::default_device;
 use faceclip_core::layers::{
-    Activation, AttentionMask, BatchNorm, GroupNorm, LayerNorm, Linear, RmsNorm, attention, causal_mask,
-    timestep_embedding,
+    Activation, AttentionMask, BatchNorm, GroupNorm, LayerNorm, Linear, RmsNorm, attention,
+    causal_mask, timestep_embedding,
 };
 use faceclip_core::{Checkpoint, Device, Tensor, TensorData, VarBuilder, to_vec_f32};
 
 fn pseudo(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) as f64 / (1u64 << 31) as f64 * 4.0 - 2.0) as f32
         })
         .collect()
@@ -26,7 +30,10 @@ fn t<const D: usize>(v: &[f32], shape: [usize; D], d: &Device) -> Tensor<D> {
 fn close(got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((*g as f64 - w).abs() <= tol * (1.0 + w.abs()), "element {i}: got {g}, want {w}");
+        assert!(
+            (*g as f64 - w).abs() <= tol * (1.0 + w.abs()),
+            "element {i}: got {g}, want {w}"
+        );
     }
 }
 
@@ -43,7 +50,13 @@ fn vb_with(tensors: Vec<(&str, Vec<usize>, Vec<f32>)>, d: &Device) -> VarBuilder
 fn linear_is_x_wt_plus_b() {
     let d = default_device().unwrap();
     let (w, b, x) = (pseudo(12, 1), pseudo(4, 2), pseudo(6, 3));
-    let vb = vb_with(vec![("weight", vec![4, 3], w.clone()), ("bias", vec![4], b.clone())], &d);
+    let vb = vb_with(
+        vec![
+            ("weight", vec![4, 3], w.clone()),
+            ("bias", vec![4], b.clone()),
+        ],
+        &d,
+    );
     let lin = Linear::load(&vb, 3, 4, true);
     vb.finish().unwrap();
     let y = to_vec_f32(lin.forward(t(&x, [2, 3], &d)));
@@ -76,7 +89,11 @@ fn norms_match_their_definitions() {
             ("bn.weight", vec![c], g.clone()),
             ("bn.bias", vec![c], beta.clone()),
             ("bn.running_mean", vec![c], pseudo(c, 7)),
-            ("bn.running_var", vec![c], pseudo(c, 8).iter().map(|v| v.abs() + 0.5).collect()),
+            (
+                "bn.running_var",
+                vec![c],
+                pseudo(c, 8).iter().map(|v| v.abs() + 0.5).collect(),
+            ),
         ],
         &d,
     );
@@ -129,7 +146,8 @@ fn norms_match_their_definitions() {
     let want: Vec<f64> = (0..b * c)
         .map(|i| {
             let ch = i % c;
-            (xb[i] as f64 - rm[ch] as f64) / (rv[ch] as f64 + 2e-5).sqrt() * g[ch] as f64 + beta[ch] as f64
+            (xb[i] as f64 - rm[ch] as f64) / (rv[ch] as f64 + 2e-5).sqrt() * g[ch] as f64
+                + beta[ch] as f64
         })
         .collect();
     close(&y, &want, 1e-5);
@@ -141,24 +159,67 @@ fn activations_at_known_points() {
     let x = t(&[-1.0, 0.0, 1.0, 7.0], [4], &d);
     let erf_gelu = [-0.158_655_25, 0.0, 0.841_344_75, 7.0];
     let tanh_gelu = [-0.158_808, 0.0, 0.841_192, 7.0];
-    let quick = [-1.0 / (1.0 + 1.702f64.exp()), 0.0, 1.0 / (1.0 + (-1.702f64).exp()), 7.0 / (1.0 + (-1.702f64 * 7.0).exp())];
-    close(&to_vec_f32(Activation::Gelu.forward(x.clone())), &erf_gelu, 2e-6);
-    close(&to_vec_f32(Activation::GeluTanh.forward(x.clone())), &tanh_gelu, 2e-6);
-    close(&to_vec_f32(Activation::QuickGelu.forward(x.clone())), &quick, 2e-6);
-    close(&to_vec_f32(Activation::Relu6.forward(x.clone())), &[0.0, 0.0, 1.0, 6.0], 0.0);
-    close(&to_vec_f32(Activation::Relu.forward(x.clone())), &[0.0, 0.0, 1.0, 7.0], 0.0);
-    let silu: Vec<f64> = [-1.0f64, 0.0, 1.0, 7.0].iter().map(|v| v / (1.0 + (-v).exp())).collect();
+    let quick = [
+        -1.0 / (1.0 + 1.702f64.exp()),
+        0.0,
+        1.0 / (1.0 + (-1.702f64).exp()),
+        7.0 / (1.0 + (-1.702f64 * 7.0).exp()),
+    ];
+    close(
+        &to_vec_f32(Activation::Gelu.forward(x.clone())),
+        &erf_gelu,
+        2e-6,
+    );
+    close(
+        &to_vec_f32(Activation::GeluTanh.forward(x.clone())),
+        &tanh_gelu,
+        2e-6,
+    );
+    close(
+        &to_vec_f32(Activation::QuickGelu.forward(x.clone())),
+        &quick,
+        2e-6,
+    );
+    close(
+        &to_vec_f32(Activation::Relu6.forward(x.clone())),
+        &[0.0, 0.0, 1.0, 6.0],
+        0.0,
+    );
+    close(
+        &to_vec_f32(Activation::Relu.forward(x.clone())),
+        &[0.0, 0.0, 1.0, 7.0],
+        0.0,
+    );
+    let silu: Vec<f64> = [-1.0f64, 0.0, 1.0, 7.0]
+        .iter()
+        .map(|v| v / (1.0 + (-v).exp()))
+        .collect();
     close(&to_vec_f32(Activation::Silu.forward(x)), &silu, 2e-6);
     // Erf and tanh GELU must differ where the fixtures would notice.
     assert!((erf_gelu[0] - tanh_gelu[0]).abs() > 1e-4);
-    assert_eq!(Activation::from_name("gelu_new"), Some(Activation::GeluTanh));
-    assert_eq!(Activation::from_name("quick_gelu"), Some(Activation::QuickGelu));
+    assert_eq!(
+        Activation::from_name("gelu_new"),
+        Some(Activation::GeluTanh)
+    );
+    assert_eq!(
+        Activation::from_name("quick_gelu"),
+        Some(Activation::QuickGelu)
+    );
     assert_eq!(Activation::from_name("nope"), None);
 }
 
 fn naive_attention(
-    q: &[f32], k: &[f32], v: &[f32], b: usize, h: usize, lq: usize, lk: usize, dh: usize,
-    scale: f64, bias: Option<&[f32]>, masked: &dyn Fn(usize, usize, usize) -> bool,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    h: usize,
+    lq: usize,
+    lk: usize,
+    dh: usize,
+    scale: f64,
+    bias: Option<&[f32]>,
+    masked: &dyn Fn(usize, usize, usize) -> bool,
 ) -> Vec<f64> {
     let mut out = vec![0.0; b * h * lq * dh];
     for bi in 0..b {
@@ -171,14 +232,25 @@ fn naive_attention(
                         if masked(bi, i, j) {
                             return f64::NEG_INFINITY;
                         }
-                        let dot: f64 = (0..dh).map(|e| q[base_q + i * dh + e] as f64 * k[base_k + j * dh + e] as f64).sum();
-                        dot * scale + bias.map_or(0.0, |bb| bb[((bi * h + hi) * lq + i) * lk + j] as f64)
+                        let dot: f64 = (0..dh)
+                            .map(|e| q[base_q + i * dh + e] as f64 * k[base_k + j * dh + e] as f64)
+                            .sum();
+                        dot * scale
+                            + bias.map_or(0.0, |bb| bb[((bi * h + hi) * lq + i) * lk + j] as f64)
                     })
                     .collect();
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = s.iter_mut().map(|x| { *x = (*x - m).exp(); *x }).sum();
+                let z: f64 = s
+                    .iter_mut()
+                    .map(|x| {
+                        *x = (*x - m).exp();
+                        *x
+                    })
+                    .sum();
                 for e in 0..dh {
-                    out[base_q + i * dh + e] = (0..lk).map(|j| s[j] / z * v[base_k + j * dh + e] as f64).sum();
+                    out[base_q + i * dh + e] = (0..lk)
+                        .map(|j| s[j] / z * v[base_k + j * dh + e] as f64)
+                        .sum();
                 }
             }
         }
@@ -198,19 +270,61 @@ fn attention_with_bias_causal_and_bool_masks() {
     let tv = t(&v, [b, h, l, dh], &d);
     let none = |_: usize, _: usize, _: usize| false;
 
-    let got = to_vec_f32(attention(tq.clone(), tk.clone(), tv.clone(), None, AttentionMask::None, None));
-    close(&got, &naive_attention(&q, &k, &v, b, h, l, l, dh, 0.5, None, &none), 1e-5);
+    let got = to_vec_f32(attention(
+        tq.clone(),
+        tk.clone(),
+        tv.clone(),
+        None,
+        AttentionMask::None,
+        None,
+    ));
+    close(
+        &got,
+        &naive_attention(&q, &k, &v, b, h, l, l, dh, 0.5, None, &none),
+        1e-5,
+    );
 
     let got = to_vec_f32(attention(
-        tq.clone(), tk.clone(), tv.clone(), Some(t(&bias, [b, h, l, l], &d)), AttentionMask::None, Some(1.0),
+        tq.clone(),
+        tk.clone(),
+        tv.clone(),
+        Some(t(&bias, [b, h, l, l], &d)),
+        AttentionMask::None,
+        Some(1.0),
     ));
-    close(&got, &naive_attention(&q, &k, &v, b, h, l, l, dh, 1.0, Some(&bias), &none), 1e-5);
+    close(
+        &got,
+        &naive_attention(&q, &k, &v, b, h, l, l, dh, 1.0, Some(&bias), &none),
+        1e-5,
+    );
 
     let causal = |_: usize, i: usize, j: usize| j > i;
-    let got = to_vec_f32(attention(tq.clone(), tk.clone(), tv.clone(), None, AttentionMask::Causal, None));
-    close(&got, &naive_attention(&q, &k, &v, b, h, l, l, dh, 0.5, None, &causal), 1e-5);
-    let got = to_vec_f32(attention(tq.clone(), tk.clone(), tv.clone(), None, AttentionMask::Bool(causal_mask(l, &d)), None));
-    close(&got, &naive_attention(&q, &k, &v, b, h, l, l, dh, 0.5, None, &causal), 1e-5);
+    let got = to_vec_f32(attention(
+        tq.clone(),
+        tk.clone(),
+        tv.clone(),
+        None,
+        AttentionMask::Causal,
+        None,
+    ));
+    close(
+        &got,
+        &naive_attention(&q, &k, &v, b, h, l, l, dh, 0.5, None, &causal),
+        1e-5,
+    );
+    let got = to_vec_f32(attention(
+        tq.clone(),
+        tk.clone(),
+        tv.clone(),
+        None,
+        AttentionMask::Bool(causal_mask(l, &d)),
+        None,
+    ));
+    close(
+        &got,
+        &naive_attention(&q, &k, &v, b, h, l, l, dh, 0.5, None, &causal),
+        1e-5,
+    );
 }
 
 #[test]
@@ -218,18 +332,36 @@ fn timestep_embedding_matches_diffusers_formula() {
     let d = default_device().unwrap();
     let ts = [0.0f32, 1.0, 481.0, 999.0];
     let dim = 8;
-    let got = to_vec_f32(timestep_embedding(t(&ts, [4], &d), dim, true, 0.0, 1.0, 10000.0));
+    let got = to_vec_f32(timestep_embedding(
+        t(&ts, [4], &d),
+        dim,
+        true,
+        0.0,
+        1.0,
+        10000.0,
+    ));
     let mut want = vec![];
     for &tt in &ts {
-        let f: Vec<f64> = (0..4).map(|i| (-(10000f64.ln()) * i as f64 / 4.0).exp() * tt as f64).collect();
+        let f: Vec<f64> = (0..4)
+            .map(|i| (-(10000f64.ln()) * i as f64 / 4.0).exp() * tt as f64)
+            .collect();
         want.extend(f.iter().map(|a| a.cos()));
         want.extend(f.iter().map(|a| a.sin()));
     }
     close(&got, &want, 2e-4);
-    let got = to_vec_f32(timestep_embedding(t(&ts, [4], &d), dim, false, 1.0, 1.0, 10000.0));
+    let got = to_vec_f32(timestep_embedding(
+        t(&ts, [4], &d),
+        dim,
+        false,
+        1.0,
+        1.0,
+        10000.0,
+    ));
     let mut want = vec![];
     for &tt in &ts {
-        let f: Vec<f64> = (0..4).map(|i| (-(10000f64.ln()) * i as f64 / 3.0).exp() * tt as f64).collect();
+        let f: Vec<f64> = (0..4)
+            .map(|i| (-(10000f64.ln()) * i as f64 / 3.0).exp() * tt as f64)
+            .collect();
         want.extend(f.iter().map(|a| a.sin()));
         want.extend(f.iter().map(|a| a.cos()));
     }
@@ -241,11 +373,20 @@ fn timestep_embedding_matches_diffusers_formula() {
 /// activations fused on the CPU.
 #[test]
 fn fused_cpu_paths_equal_the_generic_burn_ops() {
-    let (flex, nd) = (faceclip_core::device::parse_device("flex").unwrap(), faceclip_core::device::parse_device("ndarray").unwrap());
+    let (flex, nd) = (
+        faceclip_core::device::parse_device("flex").unwrap(),
+        faceclip_core::device::parse_device("ndarray").unwrap(),
+    );
     let (b, c, h, w) = (2usize, 8usize, 3usize, 5usize);
     let x = pseudo(b * c * h * w, 21);
     let tensors = |d: &Device| {
-        let vb = vb_with(vec![("weight", vec![c], pseudo(c, 22)), ("bias", vec![c], pseudo(c, 23))], d);
+        let vb = vb_with(
+            vec![
+                ("weight", vec![c], pseudo(c, 22)),
+                ("bias", vec![c], pseudo(c, 23)),
+            ],
+            d,
+        );
         GroupNorm::load(&vb, 4, c, 1e-5)
     };
     let (gf, gn) = (tensors(&flex), tensors(&nd));
@@ -253,13 +394,23 @@ fn fused_cpu_paths_equal_the_generic_burn_ops() {
         let xf = t(&x, [b, c, h, w], &flex);
         let keep = xf.clone(); // shared: the kernel must copy, not write through
         let yf = to_vec_f32(gf.forward_act(xf, act));
-        let yn: Vec<f64> = to_vec_f32(gn.forward_act(t(&x, [b, c, h, w], &nd), act)).iter().map(|&v| v as f64).collect();
+        let yn: Vec<f64> = to_vec_f32(gn.forward_act(t(&x, [b, c, h, w], &nd), act))
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         close(&yf, &yn, 1e-5);
         assert_eq!(to_vec_f32(keep), x, "{act:?}: the input was modified");
     }
-    for act in [Activation::GeluTanh, Activation::Silu, Activation::QuickGelu] {
+    for act in [
+        Activation::GeluTanh,
+        Activation::Silu,
+        Activation::QuickGelu,
+    ] {
         let yf = to_vec_f32(act.forward(t(&x, [b * c, h * w], &flex)));
-        let yn: Vec<f64> = to_vec_f32(act.forward(t(&x, [b * c, h * w], &nd))).iter().map(|&v| v as f64).collect();
+        let yn: Vec<f64> = to_vec_f32(act.forward(t(&x, [b * c, h * w], &nd)))
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         close(&yf, &yn, 1e-6);
     }
 }

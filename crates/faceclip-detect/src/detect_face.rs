@@ -13,7 +13,13 @@ pub type BoxRow = [f32; 5];
 /// The pyramid scales of `detect_face`: `m = 12 / min_face_size`, then while
 /// `min(H, W)·m·factor^k ≥ 12` the scale `m·factor^k`, both built by repeated multiplication.
 /// `max_levels` bounds the loop (a factor ≥ 1 never ends it upstream).
-pub fn pyramid_scales(height: usize, width: usize, min_face_size: f64, factor: f64, max_levels: usize) -> Vec<f64> {
+pub fn pyramid_scales(
+    height: usize,
+    width: usize,
+    min_face_size: f64,
+    factor: f64,
+    max_levels: usize,
+) -> Vec<f64> {
     let m = 12.0 / min_face_size;
     let mut minl = height.min(width) as f64 * m;
     let mut scale = m;
@@ -30,7 +36,11 @@ pub fn pyramid_scales(height: usize, width: usize, min_face_size: f64, factor: f
 pub fn level_size(height: usize, width: usize, scale: f64) -> (usize, usize) {
     let f = |n: usize| {
         let v = (n as f64 * scale + 1.0).floor();
-        if v.is_finite() && v >= 0.0 { v as usize } else { 0 }
+        if v.is_finite() && v >= 0.0 {
+            v as usize
+        } else {
+            0
+        }
     };
     (f(height), f(width))
 }
@@ -113,7 +123,14 @@ pub fn area_resample_normalised(
 /// `[x1, y1, x2, y2, score, dx1, dy1, dx2, dy2]` with `x1 = floor((2x + 1)/s)`,
 /// `x2 = floor((2x + 12)/s)` computed in float32 (division by `float32(s)`).
 /// `reg` is `[4, h, w]`, `prob` the face-probability map `[h, w]`.
-pub fn generate_bounding_box(reg: &[f32], prob: &[f32], h: usize, w: usize, scale: f64, thresh: f64) -> Vec<[f32; 9]> {
+pub fn generate_bounding_box(
+    reg: &[f32],
+    prob: &[f32],
+    h: usize,
+    w: usize,
+    scale: f64,
+    thresh: f64,
+) -> Vec<[f32; 9]> {
     let s = scale as f32;
     let t = thresh as f32;
     let hw = h * w;
@@ -154,9 +171,17 @@ pub fn argsort_desc_stable(scores: &[f32]) -> Vec<usize> {
 /// its IoU with a kept box is `> iou` (areas `(x2−x1)·(y2−y1)`, no +1, float32). Returns the
 /// kept indices in visit order. `class[i]` (when given) limits suppression to equal classes,
 /// which is what `batched_nms` amounts to.
-pub fn nms_union(boxes: &[[f32; 4]], scores: &[f32], class: Option<&[usize]>, iou: f64) -> Vec<usize> {
+pub fn nms_union(
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    class: Option<&[usize]>,
+    iou: f64,
+) -> Vec<usize> {
     let order = argsort_desc_stable(scores);
-    let area: Vec<f32> = boxes.iter().map(|b| (b[2] - b[0]) * (b[3] - b[1])).collect();
+    let area: Vec<f32> = boxes
+        .iter()
+        .map(|b| (b[2] - b[0]) * (b[3] - b[1]))
+        .collect();
     let mut suppressed = vec![false; boxes.len()];
     let mut keep = Vec::new();
     for (oi, &i) in order.iter().enumerate() {
@@ -284,7 +309,10 @@ pub fn crop_window(b: &BoxRow, width: usize, height: usize) -> Option<Window> {
 /// `np.argsort((x2 − x1)·(y2 − y1))[::-1]` (float32 areas, no +1; numpy's sort is stable for
 /// the small counts that occur, so equal areas come out later index first).
 pub fn largest_first(boxes: &[BoxRow]) -> Vec<usize> {
-    let area: Vec<f32> = boxes.iter().map(|b| (b[2] - b[0]) * (b[3] - b[1])).collect();
+    let area: Vec<f32> = boxes
+        .iter()
+        .map(|b| (b[2] - b[0]) * (b[3] - b[1]))
+        .collect();
     let mut idx: Vec<usize> = (0..boxes.len()).collect();
     idx.sort_by(|&a, &b| area[a].total_cmp(&area[b]));
     idx.reverse();
@@ -321,7 +349,15 @@ mod tests {
     #[test]
     fn crop_window_truncates_and_clamps() {
         let w = crop_window(&[-0.7, 3.9, 50.2, 20.0, 1.0], 40, 30).unwrap();
-        assert_eq!(w, Window { y0: 2, y1: 20, x0: 0, x1: 40 });
+        assert_eq!(
+            w,
+            Window {
+                y0: 2,
+                y1: 20,
+                x0: 0,
+                x1: 40
+            }
+        );
         assert!(crop_window(&[45.0, 3.0, 60.0, 20.0, 1.0], 40, 30).is_none());
         assert!(crop_window(&[f32::NAN, 3.0, 60.0, 20.0, 1.0], 40, 30).is_none());
     }

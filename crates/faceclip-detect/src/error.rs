@@ -5,7 +5,9 @@
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
     /// The detector found no face in the image.
-    #[error("no face found in the {width}x{height} image (MTCNN, min_face_size {min_face_size}); pass a photo in which a face is at least that many pixels wide")]
+    #[error(
+        "no face found in the {width}x{height} image (MTCNN, min_face_size {min_face_size}); pass a photo in which a face is at least that many pixels wide"
+    )]
     NoFace {
         width: usize,
         height: usize,
@@ -15,7 +17,9 @@ pub enum DetectError {
     #[error("face index {index} is out of range: {count} face(s) found (index 0 is the largest)")]
     FaceIndexOutOfRange { index: usize, count: usize },
     /// The image's short side is below the smallest face the detector looks for.
-    #[error("the {width}x{height} image is too small for face detection: its short side must be at least {min_side} pixels")]
+    #[error(
+        "the {width}x{height} image is too small for face detection: its short side must be at least {min_side} pixels"
+    )]
     ImageTooSmall {
         width: usize,
         height: usize,

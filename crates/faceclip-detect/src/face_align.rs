@@ -103,7 +103,10 @@ pub fn umeyama_with(src: &[[f32; 2]], dst: &[[f32; 2]], acc: Accumulate) -> Opti
     }
     let var_sum = (0f32 + var[0] / nf) + var[1] / nf;
 
-    let a64 = [[a[0][0] as f64, a[0][1] as f64], [a[1][0] as f64, a[1][1] as f64]];
+    let a64 = [
+        [a[0][0] as f64, a[0][1] as f64],
+        [a[1][0] as f64, a[1][1] as f64],
+    ];
     let det_a = a64[0][0] * a64[1][1] - a64[0][1] * a64[1][0];
     let (u, s, v) = svd2(a64);
     let r32 = |m: [[f64; 2]; 2]| m.map(|r| r.map(|x| x as f32 as f64));
@@ -193,7 +196,11 @@ pub fn estimate_norm(landmarks: &[[f32; 2]; 5], image_size: usize) -> Result<Aff
 
 /// insightface `norm_crop(img, landmark, image_size)`: the `size × size` RGB8 crop of the
 /// face (black outside the photo) and the matrix used (photo → crop).
-pub fn norm_crop<'a>(image: impl Into<ImageView<'a>>, landmarks: &[[f32; 2]; 5], size: usize) -> Result<(Vec<u8>, Affine)> {
+pub fn norm_crop<'a>(
+    image: impl Into<ImageView<'a>>,
+    landmarks: &[[f32; 2]; 5],
+    size: usize,
+) -> Result<(Vec<u8>, Affine)> {
     let image = image.into();
     image.check()?;
     let m = estimate_norm(landmarks, size)?;
@@ -228,7 +235,10 @@ mod tests {
             .map(|d| {
                 let (x, y) = (d[0] as f64 - tx, d[1] as f64 - ty);
                 let (c, sn) = (th.cos(), th.sin());
-                [((c * x + sn * y) / s) as f32, ((-sn * x + c * y) / s) as f32]
+                [
+                    ((c * x + sn * y) / s) as f32,
+                    ((-sn * x + c * y) / s) as f32,
+                ]
             })
             .collect();
         let m = umeyama(&src, &dst).unwrap();

@@ -16,7 +16,11 @@ impl RgbU8Image {
     /// Wraps interleaved RGB8 pixels; the length must be `width·height·3`.
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
         ImageView::new(width, height, &data)?;
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// A `width × height` image filled with one colour.
@@ -25,7 +29,11 @@ impl RgbU8Image {
         for _ in 0..width * height {
             data.extend_from_slice(&rgb);
         }
-        Self { width, height, data }
+        Self {
+            width,
+            height,
+            data,
+        }
     }
 
     /// Decodes a PNG, JPEG or WebP file (alpha dropped, grey expanded to RGB).
@@ -57,7 +65,9 @@ impl RgbU8Image {
         limits.max_image_height = Some(16_384);
         limits.max_alloc = Some(1 << 30);
         reader.limits(limits);
-        let img = reader.decode().map_err(|e| err(format!("cannot decode: {e}")))?;
+        let img = reader
+            .decode()
+            .map_err(|e| err(format!("cannot decode: {e}")))?;
         let rgb = img.to_rgb8();
         Ok(Self {
             width: rgb.width() as usize,
@@ -79,13 +89,15 @@ impl RgbU8Image {
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         self.view().check()?;
-        let img = image::RgbImage::from_raw(self.width as u32, self.height as u32, self.data.clone())
-            .ok_or_else(|| Error::invalid("image buffer does not match its size"))?;
+        let img =
+            image::RgbImage::from_raw(self.width as u32, self.height as u32, self.data.clone())
+                .ok_or_else(|| Error::invalid("image buffer does not match its size"))?;
         faceclip_core::io::write_atomic(path, |tmp| {
-            img.save_with_format(tmp, image::ImageFormat::Png).map_err(|e| Error::Image {
-                path: tmp.into(),
-                reason: e.to_string(),
-            })
+            img.save_with_format(tmp, image::ImageFormat::Png)
+                .map_err(|e| Error::Image {
+                    path: tmp.into(),
+                    reason: e.to_string(),
+                })
         })
     }
 }
@@ -102,7 +114,11 @@ pub struct ImageView<'a> {
 impl<'a> ImageView<'a> {
     /// A checked view of interleaved RGB8 pixels.
     pub fn new(width: usize, height: usize, data: &'a [u8]) -> Result<Self> {
-        let v = Self { width, height, data };
+        let v = Self {
+            width,
+            height,
+            data,
+        };
         v.check()?;
         Ok(v)
     }
@@ -113,7 +129,12 @@ impl<'a> ImageView<'a> {
             .width
             .checked_mul(self.height)
             .and_then(|n| n.checked_mul(3))
-            .ok_or_else(|| Error::invalid(format!("image size {}x{} overflows", self.width, self.height)))?;
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "image size {}x{} overflows",
+                    self.width, self.height
+                ))
+            })?;
         if self.data.len() != want {
             return Err(Error::shape(
                 format!("RGB8 pixels of a {}x{} image", self.width, self.height),
@@ -148,7 +169,11 @@ impl<'a> From<&'a RgbU8Image> for ImageView<'a> {
 
 impl<'a> From<(usize, usize, &'a [u8])> for ImageView<'a> {
     fn from((width, height, data): (usize, usize, &'a [u8])) -> Self {
-        Self { width, height, data }
+        Self {
+            width,
+            height,
+            data,
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! facenet-pytorch `MTCNN`: the three-stage cascade of `detect_face` and `MTCNN.detect`,
 //! followed (optionally) by insightface's `norm_crop` alignment.
 
-use faceclip_core::{Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder, to_vec_f32};
+use faceclip_core::{
+    Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder, to_vec_f32,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::detect_face::{
-    BoxRow, Window, area_resample_normalised, bbreg, calibrate_stage1, crop_window, generate_bounding_box,
-    largest_first, level_size, nms_min, nms_union, pyramid_scales, rerec,
+    BoxRow, Window, area_resample_normalised, bbreg, calibrate_stage1, crop_window,
+    generate_bounding_box, largest_first, level_size, nms_min, nms_union, pyramid_scales, rerec,
 };
 use crate::error::DetectError;
 use crate::face_align::{Affine, norm_crop};
@@ -56,13 +58,22 @@ impl MtcnnConfig {
     /// Errors on values the cascade cannot run with.
     pub fn validate(&self) -> Result<()> {
         if !(self.min_face_size.is_finite() && self.min_face_size > 0.0) {
-            return Err(Error::invalid(format!("MTCNN min_face_size {} must be > 0", self.min_face_size)));
+            return Err(Error::invalid(format!(
+                "MTCNN min_face_size {} must be > 0",
+                self.min_face_size
+            )));
         }
         if !(self.factor > 0.0 && self.factor < 1.0) {
-            return Err(Error::invalid(format!("MTCNN factor {} must lie in (0, 1)", self.factor)));
+            return Err(Error::invalid(format!(
+                "MTCNN factor {} must lie in (0, 1)",
+                self.factor
+            )));
         }
         if self.thresholds.iter().any(|t| !t.is_finite()) {
-            return Err(Error::invalid(format!("MTCNN thresholds {:?} must be finite", self.thresholds)));
+            return Err(Error::invalid(format!(
+                "MTCNN thresholds {:?} must be finite",
+                self.thresholds
+            )));
         }
         Ok(())
     }
@@ -198,7 +209,10 @@ impl Mtcnn {
     }
 
     /// [`Mtcnn::detect`] that also returns every intermediate stage.
-    pub fn detect_traced<'a>(&self, image: impl Into<ImageView<'a>>) -> Result<(Vec<Detection>, DetectTrace)> {
+    pub fn detect_traced<'a>(
+        &self,
+        image: impl Into<ImageView<'a>>,
+    ) -> Result<(Vec<Detection>, DetectTrace)> {
         let img = image.into();
         img.check()?;
         if img.width == 0 || img.height == 0 {
@@ -226,7 +240,11 @@ impl Mtcnn {
             classes.extend(std::iter::repeat_n(k, c.len()));
             tr.s1_candidates.extend(c);
         }
-        let b4: Vec<[f32; 4]> = tr.s1_candidates.iter().map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        let b4: Vec<[f32; 4]> = tr
+            .s1_candidates
+            .iter()
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
         let sc: Vec<f32> = tr.s1_candidates.iter().map(|c| c[4]).collect();
         let pick = batched_nms(&b4, &sc, &classes, 0.5);
         tr.s1_after_scale_nms = pick.len();
@@ -307,7 +325,11 @@ impl Mtcnn {
                 tr.s3_points.push(pts);
             }
         }
-        let b4: Vec<[f32; 4]> = tr.s3_boxes.iter().map(|b| [b[0], b[1], b[2], b[3]]).collect();
+        let b4: Vec<[f32; 4]> = tr
+            .s3_boxes
+            .iter()
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect();
         let sc: Vec<f32> = tr.s3_boxes.iter().map(|b| b[4]).collect();
         tr.s3_keep = nms_min(&b4, &sc, 0.7);
         let kept: Vec<BoxRow> = tr.s3_keep.iter().map(|&i| tr.s3_boxes[i]).collect();
@@ -359,10 +381,12 @@ impl Mtcnn {
                 min_face_size: self.config.min_face_size,
             });
         }
-        let det = *dets.get(face_index).ok_or(DetectError::FaceIndexOutOfRange {
-            index: face_index,
-            count: dets.len(),
-        })?;
+        let det = *dets
+            .get(face_index)
+            .ok_or(DetectError::FaceIndexOutOfRange {
+                index: face_index,
+                count: dets.len(),
+            })?;
         let (pixels, matrix) = norm_crop(img, &det.landmarks, size)?;
         Ok(AlignedFace {
             detection: det,
@@ -376,7 +400,12 @@ impl Mtcnn {
     }
 
     /// P-Net on one pyramid level `hs × ws`: `(h, w, reg [4, h, w], face prob [h, w])`.
-    fn run_pnet_level(&self, img: &ImageView<'_>, hs: usize, ws: usize) -> Result<(usize, usize, Vec<f32>, Vec<f32>)> {
+    fn run_pnet_level(
+        &self,
+        img: &ImageView<'_>,
+        hs: usize,
+        ws: usize,
+    ) -> Result<(usize, usize, Vec<f32>, Vec<f32>)> {
         if hs < 12 || ws < 12 {
             return Ok((0, 0, Vec::new(), Vec::new()));
         }
@@ -398,7 +427,11 @@ impl Mtcnn {
             let (r, p) = self.pnet.forward(x);
             let [_, _, ph, pw] = p.dims();
             if ph != r1 - r0 || pw != ow {
-                return Err(Error::shape("P-Net strip output", &[r1 - r0, ow], &[ph, pw]));
+                return Err(Error::shape(
+                    "P-Net strip output",
+                    &[r1 - r0, ow],
+                    &[ph, pw],
+                ));
             }
             let r = to_vec_f32(r);
             let p = to_vec_f32(p);
@@ -423,7 +456,10 @@ impl Mtcnn {
         for start in (0..n).step_by(NET_BATCH) {
             let m = (n - start).min(NET_BATCH);
             let x = Tensor::<4>::from_data(
-                TensorData::new(crops[start * per..(start + m) * per].to_vec(), [m, 3, 24, 24]),
+                TensorData::new(
+                    crops[start * per..(start + m) * per].to_vec(),
+                    [m, 3, 24, 24],
+                ),
                 &self.device,
             );
             let (r, p) = self.rnet.forward(x);
@@ -440,7 +476,10 @@ impl Mtcnn {
         for start in (0..n).step_by(NET_BATCH) {
             let m = (n - start).min(NET_BATCH);
             let x = Tensor::<4>::from_data(
-                TensorData::new(crops[start * per..(start + m) * per].to_vec(), [m, 3, 48, 48]),
+                TensorData::new(
+                    crops[start * per..(start + m) * per].to_vec(),
+                    [m, 3, 48, 48],
+                ),
                 &self.device,
             );
             let o = self.onet.forward(x);
@@ -468,7 +507,10 @@ fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], classes: &[usize], iou: f64) 
     }
     keep.sort_unstable();
     let ks: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
-    crate::detect_face::argsort_desc_stable(&ks).into_iter().map(|j| keep[j]).collect()
+    crate::detect_face::argsort_desc_stable(&ks)
+        .into_iter()
+        .map(|j| keep[j])
+        .collect()
 }
 
 /// The `size × size` normalised crops (`[n, 3, size, size]`) of the boxes whose crop window is

@@ -82,6 +82,13 @@ impl ONet {
             landmarks: self.dense6_3.forward(prelu5.clone()),
             prob: softmax(self.dense6_1.forward(prelu5.clone()), 1),
         };
-        (out, ONetMids { prelu4, flat, prelu5 })
+        (
+            out,
+            ONetMids {
+                prelu4,
+                flat,
+                prelu5,
+            },
+        )
     }
 }

@@ -5,8 +5,8 @@
 //! and OpenCV-exact aligned crops).
 
 use faceclip_core::{
-    Comparison, CoverageReport, Device, Error, Fixture, Manifest, ParityOutcome, ParityReport, Result, Tensor,
-    to_vec_f32,
+    Comparison, CoverageReport, Device, Error, Fixture, Manifest, ParityOutcome, ParityReport,
+    Result, Tensor, to_vec_f32,
 };
 use serde_json::Value;
 
@@ -44,9 +44,24 @@ fn keys_of<'a>(fixture: &'a Fixture, field: &str) -> Vec<&'a str> {
         .unwrap_or_default()
 }
 
-fn compare_mid(fixture: &Fixture, name: &str, got: Vec<f32>, got_shape: &[usize], atol: f64, rtol: f64) -> Result<Comparison> {
+fn compare_mid(
+    fixture: &Fixture,
+    name: &str,
+    got: Vec<f32>,
+    got_shape: &[usize],
+    atol: f64,
+    rtol: f64,
+) -> Result<Comparison> {
     let (shape, want) = fixture.f32(&format!("mid.{name}"))?;
-    Ok(Comparison::new(&format!("mid.{name}"), got_shape, &got, &shape, &want, atol, rtol))
+    Ok(Comparison::new(
+        &format!("mid.{name}"),
+        got_shape,
+        &got,
+        &shape,
+        &want,
+        atol,
+        rtol,
+    ))
 }
 
 /// `mtcnn`: each `in.{p,r,o}net_input*` through its net, against the matching `out.*`
@@ -64,7 +79,11 @@ pub fn run_mtcnn(fixture: &Fixture, device: &Device) -> Result<ParityReport> {
             report.push(fixture.check(&format!("pnet_reg{suffix}"), reg.into_data())?);
             report.push(fixture.check(&format!("pnet_prob{suffix}"), prob.into_data())?);
             if suffix.is_empty() {
-                for (n, t) in [("pnet_pool1", mids.pool1), ("pnet_prelu2", mids.prelu2), ("pnet_prelu3", mids.prelu3)] {
+                for (n, t) in [
+                    ("pnet_pool1", mids.pool1),
+                    ("pnet_prelu2", mids.prelu2),
+                    ("pnet_prelu3", mids.prelu3),
+                ] {
                     if fixture.has(&format!("mid.{n}")) {
                         let s = t.dims().to_vec();
                         report.push(compare_mid(fixture, n, to_vec_f32(t), &s, atol, rtol)?);
@@ -78,9 +97,30 @@ pub fn run_mtcnn(fixture: &Fixture, device: &Device) -> Result<ParityReport> {
             let s3 = mids.prelu3.dims().to_vec();
             let sf = mids.flat.dims().to_vec();
             let s4 = mids.prelu4.dims().to_vec();
-            report.push(compare_mid(fixture, "rnet_prelu3", to_vec_f32(mids.prelu3), &s3, atol, rtol)?);
-            report.push(compare_mid(fixture, "rnet_flat", to_vec_f32(mids.flat), &sf, atol, rtol)?);
-            report.push(compare_mid(fixture, "rnet_prelu4", to_vec_f32(mids.prelu4), &s4, atol, rtol)?);
+            report.push(compare_mid(
+                fixture,
+                "rnet_prelu3",
+                to_vec_f32(mids.prelu3),
+                &s3,
+                atol,
+                rtol,
+            )?);
+            report.push(compare_mid(
+                fixture,
+                "rnet_flat",
+                to_vec_f32(mids.flat),
+                &sf,
+                atol,
+                rtol,
+            )?);
+            report.push(compare_mid(
+                fixture,
+                "rnet_prelu4",
+                to_vec_f32(mids.prelu4),
+                &s4,
+                atol,
+                rtol,
+            )?);
         } else if name == "onet_input" {
             let (out, mids) = mtcnn.onet.forward_mids(x);
             report.push(fixture.check("onet_reg", out.reg.into_data())?);
@@ -89,9 +129,30 @@ pub fn run_mtcnn(fixture: &Fixture, device: &Device) -> Result<ParityReport> {
             let s4 = mids.prelu4.dims().to_vec();
             let sf = mids.flat.dims().to_vec();
             let s5 = mids.prelu5.dims().to_vec();
-            report.push(compare_mid(fixture, "onet_prelu4", to_vec_f32(mids.prelu4), &s4, atol, rtol)?);
-            report.push(compare_mid(fixture, "onet_flat", to_vec_f32(mids.flat), &sf, atol, rtol)?);
-            report.push(compare_mid(fixture, "onet_prelu5", to_vec_f32(mids.prelu5), &s5, atol, rtol)?);
+            report.push(compare_mid(
+                fixture,
+                "onet_prelu4",
+                to_vec_f32(mids.prelu4),
+                &s4,
+                atol,
+                rtol,
+            )?);
+            report.push(compare_mid(
+                fixture,
+                "onet_flat",
+                to_vec_f32(mids.flat),
+                &sf,
+                atol,
+                rtol,
+            )?);
+            report.push(compare_mid(
+                fixture,
+                "onet_prelu5",
+                to_vec_f32(mids.prelu5),
+                &s5,
+                atol,
+                rtol,
+            )?);
         } else {
             return Err(meta_err(fixture, format!("unknown mtcnn input `{name}`")));
         }
@@ -117,16 +178,29 @@ fn tol(fixture: &Fixture, pointer: &str) -> Result<f64> {
         .meta
         .pointer(&format!("/tolerance/{pointer}"))
         .and_then(Value::as_f64)
-        .ok_or_else(|| meta_err(fixture, format!("no tolerance.{}", pointer.replace('/', "."))))
+        .ok_or_else(|| {
+            meta_err(
+                fixture,
+                format!("no tolerance.{}", pointer.replace('/', ".")),
+            )
+        })
 }
 
 /// Reads a uint8 io tensor `(H, W, 3)` as an image.
 fn io_image(fixture: &Fixture, name: &str) -> Result<RgbU8Image> {
     let (shape, v) = fixture.io().read_i64(name)?;
     if shape.len() != 3 || shape[2] != 3 {
-        return Err(Error::shape(format!("fixture image `{name}`"), &[0, 0, 3], &shape));
+        return Err(Error::shape(
+            format!("fixture image `{name}`"),
+            &[0, 0, 3],
+            &shape,
+        ));
     }
-    RgbU8Image::new(shape[1], shape[0], v.into_iter().map(|x| x.clamp(0, 255) as u8).collect())
+    RgbU8Image::new(
+        shape[1],
+        shape[0],
+        v.into_iter().map(|x| x.clamp(0, 255) as u8).collect(),
+    )
 }
 
 /// `mtcnn_detect`: every `in.image_<i>` through [`Mtcnn::detect`] with `config.MTCNN`;
@@ -134,8 +208,13 @@ fn io_image(fixture: &Fixture, name: &str) -> Result<RgbU8Image> {
 /// Also returns how the strict tier fares.
 pub fn run_mtcnn_detect(fixture: &Fixture, device: &Device) -> Result<(ParityReport, StrictTier)> {
     let config: MtcnnConfig = fixture.config_as("/MTCNN")?;
-    let mtcnn = Mtcnn::load(fixture.weights_from("pnet_rnet_onet")?, device)?.with_config(config)?;
-    let (ba, la, pa) = (tol(fixture, "boxes_atol_px")?, tol(fixture, "landmarks_atol_px")?, tol(fixture, "probs_atol")?);
+    let mtcnn =
+        Mtcnn::load(fixture.weights_from("pnet_rnet_onet")?, device)?.with_config(config)?;
+    let (ba, la, pa) = (
+        tol(fixture, "boxes_atol_px")?,
+        tol(fixture, "landmarks_atol_px")?,
+        tol(fixture, "probs_atol")?,
+    );
     let rtol = tol(fixture, "rtol").unwrap_or(0.0);
     let strict = [
         tol(fixture, "strict/boxes_atol_px")?,
@@ -163,9 +242,19 @@ pub fn run_mtcnn_detect(fixture: &Fixture, device: &Device) -> Result<(ParityRep
         let n = dets.len();
         let boxes: Vec<f32> = dets.iter().flat_map(|d| d.bbox).collect();
         let probs: Vec<f32> = dets.iter().map(|d| d.prob).collect();
-        let lmks: Vec<f32> = dets.iter().flat_map(|d| d.landmarks.into_iter().flatten()).collect();
+        let lmks: Vec<f32> = dets
+            .iter()
+            .flat_map(|d| d.landmarks.into_iter().flatten())
+            .collect();
         let cb = cmp_out(fixture, &format!("boxes_{i}"), &[n, 4], &boxes, ba, rtol)?;
-        let cl = cmp_out(fixture, &format!("landmarks_{i}"), &[n, 5, 2], &lmks, la, rtol)?;
+        let cl = cmp_out(
+            fixture,
+            &format!("landmarks_{i}"),
+            &[n, 5, 2],
+            &lmks,
+            la,
+            rtol,
+        )?;
         let cp = cmp_out(fixture, &format!("probs_{i}"), &[n], &probs, pa, rtol)?;
         if cb.shape_mismatch.is_some() {
             st.counts_equal = false;
@@ -178,14 +267,31 @@ pub fn run_mtcnn_detect(fixture: &Fixture, device: &Device) -> Result<(ParityRep
         report.push(cl);
         report.push(cp);
     }
-    st.holds =
-        st.counts_equal && st.max_box_px <= strict[0] && st.max_landmark_px <= strict[1] && st.max_prob <= strict[2];
+    st.holds = st.counts_equal
+        && st.max_box_px <= strict[0]
+        && st.max_landmark_px <= strict[1]
+        && st.max_prob <= strict[2];
     Ok((report, st))
 }
 
-fn cmp_out(fixture: &Fixture, name: &str, shape: &[usize], got: &[f32], atol: f64, rtol: f64) -> Result<Comparison> {
+fn cmp_out(
+    fixture: &Fixture,
+    name: &str,
+    shape: &[usize],
+    got: &[f32],
+    atol: f64,
+    rtol: f64,
+) -> Result<Comparison> {
     let (want_shape, want) = fixture.f32(&format!("out.{name}"))?;
-    Ok(Comparison::new(name, shape, got, &want_shape, &want, atol, rtol))
+    Ok(Comparison::new(
+        name,
+        shape,
+        got,
+        &want_shape,
+        &want,
+        atol,
+        rtol,
+    ))
 }
 
 /// `face_align`: `estimate_norm` on every `in.landmarks_*` against `out.matrix_*`
@@ -199,7 +305,10 @@ pub fn run_face_align(fixture: &Fixture) -> Result<ParityReport> {
         .and_then(Value::as_u64)
         .ok_or_else(|| meta_err(fixture, "no config.image_size"))? as usize;
     let (ma, mr) = (tol(fixture, "matrix_atol")?, tol(fixture, "matrix_rtol")?);
-    let (amax, amean) = (tol(fixture, "aligned_max_abs")?, tol(fixture, "aligned_mean_abs")?);
+    let (amax, amean) = (
+        tol(fixture, "aligned_max_abs")?,
+        tol(fixture, "aligned_mean_abs")?,
+    );
     let mut report = ParityReport::default();
     let mut inputs = keys_of(fixture, "inputs");
     inputs.sort();
@@ -209,7 +318,13 @@ pub fn run_face_align(fixture: &Fixture) -> Result<ParityReport> {
             .get("faces")?
             .as_array()?
             .iter()
-            .find(|f| f.get("face").and_then(Value::as_u64).map(|v| v.to_string()).as_deref() == Some(k))?
+            .find(|f| {
+                f.get("face")
+                    .and_then(Value::as_u64)
+                    .map(|v| v.to_string())
+                    .as_deref()
+                    == Some(k)
+            })?
             .get("photo_file")?
             .as_str()
             .map(str::to_string)
@@ -220,7 +335,11 @@ pub fn run_face_align(fixture: &Fixture) -> Result<ParityReport> {
         };
         let (shape, v) = fixture.f32(&format!("in.{name}"))?;
         if shape != [5, 2] {
-            return Err(Error::shape(format!("fixture input `{name}`"), &[5, 2], &shape));
+            return Err(Error::shape(
+                format!("fixture input `{name}`"),
+                &[5, 2],
+                &shape,
+            ));
         }
         let mut lmk = [[0f32; 2]; 5];
         for (p, c) in lmk.iter_mut().zip(v.chunks_exact(2)) {
@@ -229,28 +348,68 @@ pub fn run_face_align(fixture: &Fixture) -> Result<ParityReport> {
         let m = estimate_norm(&lmk, size)?;
         let flat: Vec<f32> = m.iter().flatten().map(|&x| x as f32).collect();
         let (want_shape, want) = fixture.f32(&format!("out.matrix_{k}"))?;
-        report.push(Comparison::new(&format!("matrix_{k}"), &[2, 3], &flat, &want_shape, &want, ma, mr));
+        report.push(Comparison::new(
+            &format!("matrix_{k}"),
+            &[2, 3],
+            &flat,
+            &want_shape,
+            &want,
+            ma,
+            mr,
+        ));
         if k.starts_with("syn_") {
             continue;
         }
         if fixture.has(&format!("mid.inverse_f64_{k}")) {
-            let inv: Vec<f32> = invert_affine(&m).iter().flatten().map(|&x| x as f32).collect();
-            report.push(compare_mid(fixture, &format!("inverse_f64_{k}"), inv, &[2, 3], ma, mr)?);
+            let inv: Vec<f32> = invert_affine(&m)
+                .iter()
+                .flatten()
+                .map(|&x| x as f32)
+                .collect();
+            report.push(compare_mid(
+                fixture,
+                &format!("inverse_f64_{k}"),
+                inv,
+                &[2, 3],
+                ma,
+                mr,
+            )?);
         }
-        let rel = photo_of(k).ok_or_else(|| meta_err(fixture, format!("no extra.faces entry for face {k}")))?;
+        let rel = photo_of(k)
+            .ok_or_else(|| meta_err(fixture, format!("no extra.faces entry for face {k}")))?;
         let photo = RgbU8Image::open(fixture.dir.join(rel))?;
         let out = warp_affine(&photo.view(), &m, size, size)?;
         let got: Vec<f32> = out.iter().map(|&b| b as f32).collect();
         let (want_shape, want) = fixture.io().read_i64(&format!("out.aligned_{k}"))?;
         let want: Vec<f32> = want.into_iter().map(|b| b as f32).collect();
-        let c = Comparison::new(&format!("aligned_{k}"), &[size, size, 3], &got, &want_shape, &want, amax, 0.0);
+        let c = Comparison::new(
+            &format!("aligned_{k}"),
+            &[size, size, 3],
+            &got,
+            &want_shape,
+            &want,
+            amax,
+            0.0,
+        );
         let mean = if c.shape_mismatch.is_none() && !got.is_empty() {
-            got.iter().zip(&want).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / got.len() as f64
+            got.iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .sum::<f64>()
+                / got.len() as f64
         } else {
             f64::INFINITY
         };
         report.push(c);
-        report.push(Comparison::new(&format!("aligned_{k}.mean_abs"), &[1], &[mean as f32], &[1], &[0.0], amean, 0.0));
+        report.push(Comparison::new(
+            &format!("aligned_{k}.mean_abs"),
+            &[1],
+            &[mean as f32],
+            &[1],
+            &[0.0],
+            amean,
+            0.0,
+        ));
     }
     Ok(report)
 }

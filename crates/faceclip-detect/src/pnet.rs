@@ -58,6 +58,14 @@ impl PNet {
         let prelu3 = self.prelu3.forward(self.conv3.forward(prelu2.clone()));
         let prob = softmax(self.conv4_1.forward(prelu3.clone()), 1);
         let reg = self.conv4_2.forward(prelu3.clone());
-        (reg, prob, PNetMids { pool1, prelu2, prelu3 })
+        (
+            reg,
+            prob,
+            PNetMids {
+                pool1,
+                prelu2,
+                prelu3,
+            },
+        )
     }
 }

@@ -64,6 +64,14 @@ impl RNet {
         let prelu4 = self.prelu4.forward(self.dense4.forward(flat.clone()));
         let prob = softmax(self.dense5_1.forward(prelu4.clone()), 1);
         let reg = self.dense5_2.forward(prelu4.clone());
-        (reg, prob, RNetMids { prelu3, flat, prelu4 })
+        (
+            reg,
+            prob,
+            RNetMids {
+                prelu3,
+                flat,
+                prelu4,
+            },
+        )
     }
 }

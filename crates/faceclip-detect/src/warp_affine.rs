@@ -108,8 +108,12 @@ pub fn warp_affine(src: &ImageView<'_>, m: &Affine, out_w: usize, out_h: usize) 
     let tab = weight_table();
     let (sw, sh) = (src.width as i64, src.height as i64);
     let mut out = vec![0u8; out_w * out_h * 3];
-    let adelta: Vec<i64> = (0..out_w).map(|x| round_i64(inv[0][0] * x as f64 * AB_SCALE)).collect();
-    let bdelta: Vec<i64> = (0..out_w).map(|x| round_i64(inv[1][0] * x as f64 * AB_SCALE)).collect();
+    let adelta: Vec<i64> = (0..out_w)
+        .map(|x| round_i64(inv[0][0] * x as f64 * AB_SCALE))
+        .collect();
+    let bdelta: Vec<i64> = (0..out_w)
+        .map(|x| round_i64(inv[1][0] * x as f64 * AB_SCALE))
+        .collect();
     for y in 0..out_h {
         let yf = y as f64;
         let x0 = round_i64((inv[0][1] * yf + inv[0][2]) * AB_SCALE) + ROUND_DELTA;
@@ -119,7 +123,8 @@ pub fn warp_affine(src: &ImageView<'_>, m: &Affine, out_w: usize, out_h: usize) 
             let yy = (y0 + bdelta[x]) >> (AB_BITS - INTER_BITS);
             let sx = sat_i16(xx >> INTER_BITS);
             let sy = sat_i16(yy >> INTER_BITS);
-            let frac = ((yy & (INTER_TAB_SIZE - 1)) * INTER_TAB_SIZE + (xx & (INTER_TAB_SIZE - 1))) as usize;
+            let frac = ((yy & (INTER_TAB_SIZE - 1)) * INTER_TAB_SIZE + (xx & (INTER_TAB_SIZE - 1)))
+                as usize;
             let w = tab[frac];
             let o = (y * out_w + x) * 3;
             if sx >= sw || sx + 1 < 0 || sy >= sh || sy + 1 < 0 {

@@ -41,11 +41,15 @@ fn paste(asset: &RgbU8Image, s: &[[f64; 3]; 2], w: usize, h: usize) -> RgbU8Imag
                 continue;
             }
             let (x0, y0) = (qx.floor() as usize, qy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(asset.width - 1), (y0 + 1).min(asset.height - 1));
+            let (x1, y1) = (
+                (x0 + 1).min(asset.width - 1),
+                (y0 + 1).min(asset.height - 1),
+            );
             let (fx, fy) = (qx - x0 as f64, qy - y0 as f64);
             for ch in 0..3 {
                 let p = |xx: usize, yy: usize| asset.data[(yy * asset.width + xx) * 3 + ch] as f64;
-                let v = (1.0 - fy) * ((1.0 - fx) * p(x0, y0) + fx * p(x1, y0)) + fy * ((1.0 - fx) * p(x0, y1) + fx * p(x1, y1));
+                let v = (1.0 - fy) * ((1.0 - fx) * p(x0, y0) + fx * p(x1, y0))
+                    + fy * ((1.0 - fx) * p(x0, y1) + fx * p(x1, y1));
                 out.data[(y * w + x) * 3 + ch] = v.round().clamp(0.0, 255.0) as u8;
             }
         }
@@ -67,8 +71,14 @@ fn psnr_and_mean(a: &[u8], b: &[u8]) -> (f64, f64) {
 /// rms distance (px at 448) by which `m ∘ s` moves the template points, its scale and angle.
 fn residual(m: &[[f64; 3]; 2], s: &[[f64; 3]; 2]) -> (f64, f64, f64) {
     let comp = |p: [f64; 2]| {
-        let q = [s[0][0] * p[0] + s[0][1] * p[1] + s[0][2], s[1][0] * p[0] + s[1][1] * p[1] + s[1][2]];
-        [m[0][0] * q[0] + m[0][1] * q[1] + m[0][2], m[1][0] * q[0] + m[1][1] * q[1] + m[1][2]]
+        let q = [
+            s[0][0] * p[0] + s[0][1] * p[1] + s[0][2],
+            s[1][0] * p[0] + s[1][1] * p[1] + s[1][2],
+        ];
+        [
+            m[0][0] * q[0] + m[0][1] * q[1] + m[0][2],
+            m[1][0] * q[0] + m[1][1] * q[1] + m[1][2],
+        ]
     };
     let t = arcface_template(448).unwrap();
     let ms: f64 = t
@@ -99,7 +109,10 @@ fn e2e_pasted_aligned_crop_comes_back() {
     let asset = RgbU8Image::open(fixtures().join("face_align/aligned_0.png")).unwrap();
     assert_eq!((asset.width, asset.height), (448, 448));
     // the pose of the fixture's face 0 (scale 0.55, 12 degrees), and upright at scale 1
-    for (scale, deg, w, h, centre) in [(0.55, 12.0, 640, 480, (300.0, 250.0)), (1.0, 0.0, 720, 640, (360.0, 320.0))] {
+    for (scale, deg, w, h, centre) in [
+        (0.55, 12.0, 640, 480, (300.0, 250.0)),
+        (1.0, 0.0, 720, 640, (360.0, 320.0)),
+    ] {
         let s = similarity(scale, deg, 224.0, centre);
         let photo = paste(&asset, &s, w, h);
         let face = mtcnn().detect_and_align(&photo, 0, 448).unwrap();
@@ -112,7 +125,10 @@ fn e2e_pasted_aligned_crop_comes_back() {
         );
         assert!(psnr >= worst_psnr, "psnr {psnr:.2} < {worst_psnr}");
         assert!(mean <= worst_mean, "mean |diff| {mean:.2} > {worst_mean}");
-        assert!(rms < 25.0 && (rs - 1.0).abs() < 0.1 && rdeg.abs() < 12.0, "residual {rms} {rs} {rdeg}");
+        assert!(
+            rms < 25.0 && (rs - 1.0).abs() < 0.1 && rdeg.abs() < 12.0,
+            "residual {rms} {rs} {rdeg}"
+        );
     }
 }
 
@@ -126,8 +142,16 @@ fn e2e_round_trip_over_photo() {
     let m0: Vec<f64> = m0.iter().map(|&v| v as f64).collect();
     let det = m0[0] * m0[4] - m0[1] * m0[3];
     let inv = [
-        [m0[4] / det, -m0[1] / det, (m0[1] * m0[5] - m0[4] * m0[2]) / det],
-        [-m0[3] / det, m0[0] / det, (m0[3] * m0[2] - m0[0] * m0[5]) / det],
+        [
+            m0[4] / det,
+            -m0[1] / det,
+            (m0[1] * m0[5] - m0[4] * m0[2]) / det,
+        ],
+        [
+            -m0[3] / det,
+            m0[0] / det,
+            (m0[3] * m0[2] - m0[0] * m0[5]) / det,
+        ],
     ];
     let asset = RgbU8Image::open(fixtures().join("face_align/aligned_0.png")).unwrap();
     let photo0 = RgbU8Image::open(fixtures().join("mtcnn_detect/photo_0.png")).unwrap();
@@ -147,7 +171,9 @@ fn e2e_round_trip_over_photo() {
         .fold(0f32, f32::max);
     let (psnr, mean) = psnr_and_mean(&face.image.data, &asset.data);
     let (rms, _, _) = residual(&face.matrix, &inv);
-    eprintln!("e2e round trip: landmarks within {worst_px:.2} px of photo_0's, psnr {psnr:.2} dB, mean |diff| {mean:.2}, residual rms {rms:.2} px at 448");
+    eprintln!(
+        "e2e round trip: landmarks within {worst_px:.2} px of photo_0's, psnr {psnr:.2} dB, mean |diff| {mean:.2}, residual rms {rms:.2} px at 448"
+    );
     assert!(worst_px < 5.0);
     assert!(rms < 10.0);
 }
@@ -156,12 +182,19 @@ fn e2e_round_trip_over_photo() {
 fn no_face_is_a_typed_error() {
     let grey = RgbU8Image::filled(320, 240, [127, 127, 127]);
     match mtcnn().detect_and_align(&grey, 0, 448) {
-        Err(DetectError::NoFace { width: 320, height: 240, .. }) => {}
+        Err(DetectError::NoFace {
+            width: 320,
+            height: 240,
+            ..
+        }) => {}
         other => panic!("expected NoFace, got {other:?}"),
     }
     assert!(mtcnn().detect(&grey).unwrap().is_empty());
     let black = RgbU8Image::filled(200, 300, [0, 0, 0]);
-    assert!(matches!(mtcnn().detect_and_align(&black, 0, 112), Err(DetectError::NoFace { .. })));
+    assert!(matches!(
+        mtcnn().detect_and_align(&black, 0, 112),
+        Err(DetectError::NoFace { .. })
+    ));
     // the core error carries the message
     let e: faceclip_core::Error = mtcnn().detect_and_align(&grey, 0, 448).unwrap_err().into();
     assert!(e.to_string().contains("no face"), "{e}");
@@ -179,7 +212,10 @@ fn face_index_and_size_errors() {
         Err(DetectError::FaceIndexOutOfRange { index: 2, count: 2 }) => {}
         other => panic!("expected FaceIndexOutOfRange, got {other:?}"),
     }
-    assert!(matches!(mtcnn().detect_and_align(&photo, 0, 100), Err(DetectError::Other(_))));
+    assert!(matches!(
+        mtcnn().detect_and_align(&photo, 0, 100),
+        Err(DetectError::Other(_))
+    ));
 }
 
 #[test]
@@ -219,14 +255,21 @@ fn odd_images_never_panic() {
     }
     // a buffer of the wrong length
     assert!(m.detect((10, 10, &[0u8; 5][..])).is_err());
-    assert!(matches!(m.detect_and_align((30, 30, &[0u8; 5][..]), 0, 112), Err(DetectError::Other(_))));
+    assert!(matches!(
+        m.detect_and_align((30, 30, &[0u8; 5][..]), 0, 112),
+        Err(DetectError::Other(_))
+    ));
 }
 
 #[test]
 fn strips_do_not_change_the_result() {
     let photo = RgbU8Image::open(fixtures().join("mtcnn_detect/photo_0.png")).unwrap();
     let whole = mtcnn().detect_traced(&photo).unwrap();
-    let strips = mtcnn().clone().with_pnet_strip_pixels(3000).detect_traced(&photo).unwrap();
+    let strips = mtcnn()
+        .clone()
+        .with_pnet_strip_pixels(3000)
+        .detect_traced(&photo)
+        .unwrap();
     assert_eq!(whole.1.s1_candidates.len(), strips.1.s1_candidates.len());
     for (a, b) in whole.1.s1_candidates.iter().zip(&strips.1.s1_candidates) {
         assert_eq!(a[..4], b[..4]);
@@ -245,7 +288,10 @@ fn strips_do_not_change_the_result() {
 #[test]
 fn embedded_weights_are_the_fixture_weights() {
     let bytes = std::fs::read(fixtures().join("mtcnn/weights.safetensors")).unwrap();
-    assert!(bytes == weights::MTCNN_SAFETENSORS, "assets/mtcnn.safetensors differs from the fixture");
+    assert!(
+        bytes == weights::MTCNN_SAFETENSORS,
+        "assets/mtcnn.safetensors differs from the fixture"
+    );
     assert_eq!(weights::embedded_checkpoint().unwrap().len(), 50);
 }
 

@@ -6,7 +6,9 @@ use faceclip_core::{Fixture, ParityReport, device::default_device};
 use faceclip_detect::parity;
 
 fn fixture(name: &str) -> Fixture {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name);
     Fixture::open(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
@@ -26,7 +28,9 @@ fn show(name: &str, r: &ParityReport) {
 fn run(name: &str) -> ParityReport {
     let dev = default_device().unwrap();
     let f = fixture(name);
-    let r = parity::run_fixture(&f, &dev).expect("kind belongs to faceclip-detect").unwrap();
+    let r = parity::run_fixture(&f, &dev)
+        .expect("kind belongs to faceclip-detect")
+        .unwrap();
     show(name, &r);
     r
 }
@@ -60,7 +64,9 @@ fn other_kinds_are_not_ours() {
     let dev = default_device().unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
-        let Ok(f) = Fixture::open(e.path()) else { continue };
+        let Ok(f) = Fixture::open(e.path()) else {
+            continue;
+        };
         let kind = f.kind().unwrap().to_string();
         if !["mtcnn", "mtcnn_detect", "face_align"].contains(&kind.as_str()) {
             assert!(parity::run_fixture(&f, &dev).is_none(), "{kind}");
@@ -79,36 +85,79 @@ fn stage_counts_match_the_reference() {
     let stages = f.extra()["stages"].as_array().unwrap();
     for (i, st) in stages.iter().enumerate() {
         let (_, px) = f.io().read_i64(&format!("in.image_{i}")).unwrap();
-        let photo = f.meta["inputs"][format!("image_{i}")]["shape"].as_array().unwrap().clone();
-        let (h, w) = (photo[0].as_u64().unwrap() as usize, photo[1].as_u64().unwrap() as usize);
+        let photo = f.meta["inputs"][format!("image_{i}")]["shape"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let (h, w) = (
+            photo[0].as_u64().unwrap() as usize,
+            photo[1].as_u64().unwrap() as usize,
+        );
         let px: Vec<u8> = px.into_iter().map(|v| v as u8).collect();
         let (dets, tr) = m.detect_traced((w, h, &px[..])).unwrap();
         let u = |k: &str| st[k].as_u64().map(|v| v as usize);
-        let scales: Vec<f64> = st["scales"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let scales: Vec<f64> = st["scales"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         // (serde_json's float parsing is not always correctly rounded: compare to 1e-15)
         assert_eq!(tr.scales.len(), scales.len(), "photo {i}");
         for (a, b) in tr.scales.iter().zip(&scales) {
-            assert!((a - b).abs() <= 1e-15 * b.abs(), "photo {i}: scale {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-15 * b.abs(),
+                "photo {i}: scale {a} vs {b}"
+            );
         }
         let hw: Vec<[usize; 2]> = st["pyramid_hw"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| [p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize])
+            .map(|p| {
+                [
+                    p[0].as_u64().unwrap() as usize,
+                    p[1].as_u64().unwrap() as usize,
+                ]
+            })
             .collect();
         assert_eq!(tr.pyramid_hw, hw, "photo {i}");
-        let per: Vec<usize> =
-            st["stage1_candidates_per_scale"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let per: Vec<usize> = st["stage1_candidates_per_scale"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(tr.candidates_per_scale, per, "photo {i}");
-        assert_eq!(Some(tr.s1_after_scale_nms), u("stage1_after_scale_nms"), "photo {i}");
-        assert_eq!(Some(tr.s1_nms.len()), u("stage1_after_cross_scale_nms"), "photo {i}");
-        assert_eq!(Some(tr.s2_rnet_prob.len()), u("stage2_rnet_inputs"), "photo {i}");
+        assert_eq!(
+            Some(tr.s1_after_scale_nms),
+            u("stage1_after_scale_nms"),
+            "photo {i}"
+        );
+        assert_eq!(
+            Some(tr.s1_nms.len()),
+            u("stage1_after_cross_scale_nms"),
+            "photo {i}"
+        );
+        assert_eq!(
+            Some(tr.s2_rnet_prob.len()),
+            u("stage2_rnet_inputs"),
+            "photo {i}"
+        );
         assert_eq!(Some(tr.s2_pass), u("stage2_pass_threshold"), "photo {i}");
         assert_eq!(Some(tr.s2_boxes.len()), u("stage2_after_nms"), "photo {i}");
         if let Some(n) = u("stage3_onet_inputs") {
             assert_eq!(tr.s3_onet_prob.len(), n, "photo {i}");
-            assert_eq!(Some(tr.s3_boxes.len()), u("stage3_pass_threshold"), "photo {i}");
-            assert_eq!(Some(tr.s3_keep.len()), u("stage3_after_min_nms"), "photo {i}");
+            assert_eq!(
+                Some(tr.s3_boxes.len()),
+                u("stage3_pass_threshold"),
+                "photo {i}"
+            );
+            assert_eq!(
+                Some(tr.s3_keep.len()),
+                u("stage3_after_min_nms"),
+                "photo {i}"
+            );
         }
         assert_eq!(Some(dets.len()), u("detections"), "photo {i}");
         // the stage-1 candidates (cell boxes from float32 division) are exact
@@ -136,7 +185,10 @@ fn nets_are_per_row() {
     let x: faceclip_core::Tensor<4> = f.tensor("in.onet_input", &dev).unwrap();
     let out = m.onet.forward(x.narrow(0, 3, 2));
     let (_, want) = f.f32("out.onet_landmarks").unwrap();
-    for (g, w) in faceclip_core::to_vec_f32(out.landmarks).iter().zip(&want[3 * 10..5 * 10]) {
+    for (g, w) in faceclip_core::to_vec_f32(out.landmarks)
+        .iter()
+        .zip(&want[3 * 10..5 * 10])
+    {
         assert!((g - w).abs() <= 1e-4 + 1e-4 * w.abs());
     }
 }

@@ -175,7 +175,10 @@ pub(crate) fn parse_tokenizer_json(json: &[u8]) -> Result<Tokenizer> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            Err(tok_err("cannot read tokenizer.json (the tokenizers crate panicked)", msg))
+            Err(tok_err(
+                "cannot read tokenizer.json (the tokenizers crate panicked)",
+                msg,
+            ))
         }
     }
 }
@@ -218,8 +221,10 @@ fn check_precompiled(v: &serde_json::Value) -> Result<()> {
     match v {
         serde_json::Value::Object(map) => {
             if map.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
-                serde_json::from_value::<tokenizers::normalizers::precompiled::Precompiled>(v.clone())
-                    .map_err(|e| tok_err("tokenizer.json: bad Precompiled normalizer", e))?;
+                serde_json::from_value::<tokenizers::normalizers::precompiled::Precompiled>(
+                    v.clone(),
+                )
+                .map_err(|e| tok_err("tokenizer.json: bad Precompiled normalizer", e))?;
             }
             map.values().try_for_each(check_precompiled)
         }

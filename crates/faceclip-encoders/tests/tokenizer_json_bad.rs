@@ -27,13 +27,20 @@ fn the_tiny_t5_tokenizer_loads() {
 fn a_decoder_section_that_is_not_json_is_an_error() {
     // `"decoder": {"type": "Metaspace" "replacement"...`: a missing comma inside the decoder
     // made `DecoderWrapper::deserialize` panic (`expect("Helper")`).
-    let bad = T5_TINY.replacen(r#""decoder": {"type": "Metaspace", "#, r#""decoder": {"type": "Metaspace" "#, 1);
+    let bad = T5_TINY.replacen(
+        r#""decoder": {"type": "Metaspace", "#,
+        r#""decoder": {"type": "Metaspace" "#,
+        1,
+    );
     assert_ne!(bad, T5_TINY);
     both_refuse(bad.as_bytes(), "tokenizer.json is not JSON");
-    let crash = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/artifacts/tokenizer_json"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| std::fs::read(e.path()).unwrap());
+    let crash = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/artifacts/tokenizer_json"
+    ))
+    .unwrap()
+    .filter_map(|e| e.ok())
+    .map(|e| std::fs::read(e.path()).unwrap());
     for bytes in crash {
         let _ = T5Tokenizer::from_bytes(&bytes);
         let _ = ClipTokenizer::from_bytes(&bytes);
@@ -61,7 +68,14 @@ fn a_bpe_merge_shorter_than_the_subword_prefix_is_an_error() {
     ))
     .unwrap();
     ClipTokenizer::from_bytes(clip.as_bytes()).unwrap();
-    let bad = clip.replacen(r#""continuing_subword_prefix": """#, r#""continuing_subword_prefix": "patt""#, 1);
+    let bad = clip.replacen(
+        r#""continuing_subword_prefix": """#,
+        r#""continuing_subword_prefix": "patt""#,
+        1,
+    );
     assert_ne!(bad, clip);
-    both_refuse(bad.as_bytes(), "is shorter than the continuing_subword_prefix \"patt\"");
+    both_refuse(
+        bad.as_bytes(),
+        "is shorter than the continuing_subword_prefix \"patt\"",
+    );
 }

@@ -6,7 +6,10 @@
 //! (default 1.0); VAE decode with shift and scale.
 
 use faceclip_core::{Checkpoint, Device, Error, Fixture, ParityReport, Result, Tensor, TensorData};
-use faceclip_dit::{FluxTransformer2DModel, FluxTransformerConfig, image_ids, pack_latents, text_ids, unpack_latents};
+use faceclip_dit::{
+    FluxTransformer2DModel, FluxTransformerConfig, image_ids, pack_latents, text_ids,
+    unpack_latents,
+};
 use faceclip_encoders::fusion::{FaceT5FluxConfig, FaceT5FluxEncoder};
 use faceclip_encoders::tokenizer_t5::T5Tokenizer;
 use faceclip_unet::{AutoencoderKL, AutoencoderKLConfig};
@@ -30,18 +33,30 @@ pub fn load_encoder(models: &FluxModels, device: &Device) -> Result<FaceT5FluxEn
 /// Generates `opts.num_images` images of the person in `face`, as `infer_face_t5_flux.py`
 /// does (true CFG 3.5, guidance 1.0 by default). Components load when needed and are
 /// dropped after use.
-pub fn generate(models: &FluxModels, face: &FaceInput, opts: &GenerateOptions, device: &Device) -> Result<Vec<GeneratedImage>> {
+pub fn generate(
+    models: &FluxModels,
+    face: &FaceInput,
+    opts: &GenerateOptions,
+    device: &Device,
+) -> Result<Vec<GeneratedImage>> {
     if opts.width % 16 != 0 || opts.height % 16 != 0 || opts.width == 0 || opts.height == 0 {
-        return Err(Error::invalid(format!("width and height must be positive multiples of 16, got {}x{}", opts.width, opts.height)));
+        return Err(Error::invalid(format!(
+            "width and height must be positive multiples of 16, got {}x{}",
+            opts.width, opts.height
+        )));
     }
     let crop = face.aligned_crop(device)?;
     let n = opts.num_images;
-    let negative = opts.negative.clone().unwrap_or_else(|| DEFAULT_NEGATIVE.to_string());
+    let negative = opts
+        .negative
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NEGATIVE.to_string());
     let true_cfg = opts.true_cfg.unwrap_or(3.5);
     let guidance = opts.guidance.unwrap_or(1.0);
     let (cond, uncond) = {
         let encoder = load_encoder(models, device)?;
-        let tok = T5Tokenizer::from_file(&models.t5_tokenizer)?.with_max_length(encoder.face_t5().max_sequence_length())?;
+        let tok = T5Tokenizer::from_file(&models.t5_tokenizer)?
+            .with_max_length(encoder.face_t5().max_sequence_length())?;
         let cond = encoder.encode(&vec![Some(crop); n], &vec![opts.prompt.clone(); n], &tok)?;
         let uncond = if true_cfg > 1.0 {
             Some(encoder.encode(&vec![None; n], &vec![negative.clone(); n], &tok)?)
@@ -63,23 +78,40 @@ pub fn generate(models: &FluxModels, face: &FaceInput, opts: &GenerateOptions, d
         let mut rng = crate::schedulers::Generator::new(opts.seed);
         let noise = pack_latents(rng.randn([n, c, lh, lw], device))?;
         let bar = progress_bar(opts.steps, opts.progress);
-        let x = denoise(&transformer, &mut scheduler, noise, &cond, uncond.as_ref(), true_cfg, guidance, (lh / 2, lw / 2), opts.steps, &mut |_| bar.inc(1))?;
+        let x = denoise(
+            &transformer,
+            &mut scheduler,
+            noise,
+            &cond,
+            uncond.as_ref(),
+            true_cfg,
+            guidance,
+            (lh / 2, lw / 2),
+            opts.steps,
+            &mut |_| bar.inc(1),
+        )?;
         bar.finish_and_clear();
         x
     };
     let vae = AutoencoderKL::from_folder(&models.vae_dir, device)?;
     let images = decode(&vae, packed, lh, lw)?;
-    GeneratedImage::from_batch(images, &[
-        ("prompt", opts.prompt.clone()),
-        ("negative_prompt", negative),
-        ("seed", opts.seed.to_string()),
-        ("steps", opts.steps.to_string()),
-        ("true_cfg", true_cfg.to_string()),
-        ("guidance", guidance.to_string()),
-        ("scheduler", opts.scheduler.class_name().to_string()),
-        ("model", "FaceT5-FLUX".to_string()),
-        ("software", format!("faceclip-rs {}", env!("CARGO_PKG_VERSION"))),
-    ])
+    GeneratedImage::from_batch(
+        images,
+        &[
+            ("prompt", opts.prompt.clone()),
+            ("negative_prompt", negative),
+            ("seed", opts.seed.to_string()),
+            ("steps", opts.steps.to_string()),
+            ("true_cfg", true_cfg.to_string()),
+            ("guidance", guidance.to_string()),
+            ("scheduler", opts.scheduler.class_name().to_string()),
+            ("model", "FaceT5-FLUX".to_string()),
+            (
+                "software",
+                format!("faceclip-rs {}", env!("CARGO_PKG_VERSION")),
+            ),
+        ],
+    )
 }
 
 /// Runs the flow-match loop from packed `noise` `[B, (H/16)·(W/16), 64]` (not scaled, as
@@ -140,7 +172,12 @@ pub fn denoise(
 }
 
 /// Unpacks and decodes: `vae.decode(z / scaling + shift)`, then `clamp(x/2 + 0.5)`.
-pub fn decode(vae: &AutoencoderKL, packed: Tensor<3>, height: usize, width: usize) -> Result<Tensor<4>> {
+pub fn decode(
+    vae: &AutoencoderKL,
+    packed: Tensor<3>,
+    height: usize,
+    width: usize,
+) -> Result<Tensor<4>> {
     let latents = unpack_latents(packed, height, width)?;
     crate::sdxl::decode(vae, latents)
 }
@@ -150,14 +187,24 @@ pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
     let meta = fx.dir.join("meta.json");
     let tcfg: faceclip_dit::FluxTransformerConfig = fx.config_as("/transformer")?;
     let vae_cfg: faceclip_unet::AutoencoderKLConfig = fx.config_as("/vae")?;
-    let transformer = FluxTransformer2DModel::load(&fx.weights_from("transformer")?, &tcfg, device)?;
+    let transformer =
+        FluxTransformer2DModel::load(&fx.weights_from("transformer")?, &tcfg, device)?;
     let vae = AutoencoderKL::load(fx.weights_from("vae")?, &vae_cfg, device)?;
     let mut scheduler = AnyScheduler::with_kind(
         SchedulerKind::FlowMatchEulerDiscrete,
-        fx.config().get("scheduler").unwrap_or(&serde_json::Value::Null),
+        fx.config()
+            .get("scheduler")
+            .unwrap_or(&serde_json::Value::Null),
     )?;
-    let call = fx.extra().get("call").ok_or_else(|| Error::config(&meta, "no extra.call"))?;
-    let get = |k: &str| call.get(k).and_then(|v| v.as_f64()).ok_or_else(|| Error::config(&meta, format!("no extra.call.{k}")));
+    let call = fx
+        .extra()
+        .get("call")
+        .ok_or_else(|| Error::config(&meta, "no extra.call"))?;
+    let get = |k: &str| {
+        call.get(k)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| Error::config(&meta, format!("no extra.call.{k}")))
+    };
     let (h, w) = (get("height")? as usize, get("width")? as usize);
     let steps = get("num_inference_steps")? as usize;
     let guidance = get("guidance_scale")? as f32;
@@ -179,9 +226,28 @@ pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
         let packed = pack_latents(fx.tensor::<4>("in.latents_unpacked", device)?)?;
         let (shape, want) = fx.f32("in.latents")?;
         let got = faceclip_core::to_vec_f32(packed.clone());
-        report.push(faceclip_core::Comparison::new("packing", &packed.dims(), &got, &shape, &want, 0.0, 0.0));
+        report.push(faceclip_core::Comparison::new(
+            "packing",
+            &packed.dims(),
+            &got,
+            &shape,
+            &want,
+            0.0,
+            0.0,
+        ));
     }
-    let x = denoise(&transformer, &mut scheduler, noise, &cond, Some(&uncond), true_cfg, guidance, (lh / 2, lw / 2), steps, &mut |_| {})?;
+    let x = denoise(
+        &transformer,
+        &mut scheduler,
+        noise,
+        &cond,
+        Some(&uncond),
+        true_cfg,
+        guidance,
+        (lh / 2, lw / 2),
+        steps,
+        &mut |_| {},
+    )?;
     let img = decode(&vae, x, lh, lw)?.permute([0, 2, 3, 1]);
     report.push(fx.check("image", img.into_data())?);
     Ok(report)

@@ -137,7 +137,8 @@ mod download {
                 b = b.with_token(Some(t.trim().to_string()));
             }
         }
-        b.build().map_err(|e| hub_error("huggingface.co", "cannot start a client", e))
+        b.build()
+            .map_err(|e| hub_error("huggingface.co", "cannot start a client", e))
     }
 
     fn get(repo: &ApiRepo, id: &str, file: &str) -> Result<PathBuf> {
@@ -147,7 +148,10 @@ mod download {
     fn listing(api: &Api, id: &str) -> Result<(ApiRepo, Vec<String>)> {
         let repo = api.model(id.to_string());
         let info = repo.info().map_err(|e| hub_error(id, "listing files", e))?;
-        Ok((repo, info.siblings.into_iter().map(|s| s.rfilename).collect()))
+        Ok((
+            repo,
+            info.siblings.into_iter().map(|s| s.rfilename).collect(),
+        ))
     }
 
     fn base(api: &Api, id: &str, files: &[&str]) -> Result<Vec<PathBuf>> {
@@ -160,7 +164,10 @@ mod download {
         let api = api()?;
         let (repo, list) = listing(&api, FACECLIP_REPO)?;
         let plan = sdxl_plan(&list)?;
-        let fc = [get(&repo, FACECLIP_REPO, &plan[0])?, get(&repo, FACECLIP_REPO, &plan[1])?];
+        let fc = [
+            get(&repo, FACECLIP_REPO, &plan[0])?,
+            get(&repo, FACECLIP_REPO, &plan[1])?,
+        ];
         Ok(sdxl_layout(&fc, &base(&api, SDXL_REPO, SDXL_FILES)?))
     }
 
@@ -169,10 +176,17 @@ mod download {
         let api = api()?;
         let (repo, list) = listing(&api, FACECLIP_REPO)?;
         let (enc, dit, tok) = flux_plan(&list)?;
-        let (enc, dit) = (get(&repo, FACECLIP_REPO, &enc)?, get(&repo, FACECLIP_REPO, &dit)?);
+        let (enc, dit) = (
+            get(&repo, FACECLIP_REPO, &enc)?,
+            get(&repo, FACECLIP_REPO, &dit)?,
+        );
         let tok = tok.map(|t| get(&repo, FACECLIP_REPO, &t)).transpose()?;
         // FLUX.1-dev's tokenizer_2 only when FaceCLIP's repo has no tokenizer of its own.
-        let files = if tok.is_some() { &FLUX_FILES[..4] } else { FLUX_FILES };
+        let files = if tok.is_some() {
+            &FLUX_FILES[..4]
+        } else {
+            FLUX_FILES
+        };
         let paths = base(&api, FLUX_REPO, files)?;
         let tok = tok.unwrap_or_else(|| paths[4].clone());
         Ok(flux_layout(enc, dit, tok, &paths))
@@ -225,12 +239,23 @@ mod tests {
             "model/dit.pt",
             "model/dit.safetensors",
         ]);
-        assert_eq!(sdxl_plan(&l).unwrap(), ["model/face_clip_encoder.pt".to_string(), "model/unet.pt".into()]);
+        assert_eq!(
+            sdxl_plan(&l).unwrap(),
+            [
+                "model/face_clip_encoder.pt".to_string(),
+                "model/unet.pt".into()
+            ]
+        );
         let (enc, dit, tok) = flux_plan(&l).unwrap();
         assert_eq!(enc, "model/face_t5_encoder.pt");
         assert_eq!(dit, "model/dit.safetensors", "safetensors preferred");
         assert_eq!(tok, None);
-        let l2 = list(&["face_t5_encoder.pt", "dit.pt", "tokenizer/tokenizer.json", "x/face_t5_encoder.pt"]);
+        let l2 = list(&[
+            "face_t5_encoder.pt",
+            "dit.pt",
+            "tokenizer/tokenizer.json",
+            "x/face_t5_encoder.pt",
+        ]);
         let (enc, _, tok) = flux_plan(&l2).unwrap();
         assert_eq!(enc, "face_t5_encoder.pt");
         assert_eq!(tok.as_deref(), Some("tokenizer/tokenizer.json"));
@@ -238,19 +263,39 @@ mod tests {
 
     #[test]
     fn a_missing_file_names_the_repo_and_file() {
-        let e = sdxl_plan(&list(&["model/unet.pt", "unet_face_clip_encoder.pt"])).unwrap_err().to_string();
-        assert!(e.contains("ByteDance/FaceCLIP") && e.contains("face_clip_encoder.safetensors"), "{e}");
+        let e = sdxl_plan(&list(&["model/unet.pt", "unet_face_clip_encoder.pt"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ByteDance/FaceCLIP") && e.contains("face_clip_encoder.safetensors"),
+            "{e}"
+        );
     }
 
     #[test]
     fn layouts_use_the_downloaded_paths() {
-        let base: Vec<PathBuf> = FLUX_FILES.iter().map(|f| PathBuf::from("/c/snap").join(f)).collect();
+        let base: Vec<PathBuf> = FLUX_FILES
+            .iter()
+            .map(|f| PathBuf::from("/c/snap").join(f))
+            .collect();
         let m = flux_layout("/f/e.pt".into(), "/f/d.pt".into(), base[4].clone(), &base);
         assert_eq!(m.vae_dir, PathBuf::from("/c/snap/vae"));
-        assert_eq!(m.dit_config, PathBuf::from("/c/snap/transformer/config.json"));
-        assert_eq!(m.scheduler_config, PathBuf::from("/c/snap/scheduler/scheduler_config.json"));
-        let s = sdxl_layout(&[PathBuf::from("/f/e.pt"), PathBuf::from("/f/u.pt")], &base[..4]);
-        assert_eq!(s.unet_config, PathBuf::from("/c/snap/transformer/config.json"));
+        assert_eq!(
+            m.dit_config,
+            PathBuf::from("/c/snap/transformer/config.json")
+        );
+        assert_eq!(
+            m.scheduler_config,
+            PathBuf::from("/c/snap/scheduler/scheduler_config.json")
+        );
+        let s = sdxl_layout(
+            &[PathBuf::from("/f/e.pt"), PathBuf::from("/f/u.pt")],
+            &base[..4],
+        );
+        assert_eq!(
+            s.unet_config,
+            PathBuf::from("/c/snap/transformer/config.json")
+        );
         assert_eq!(s.vae_dir, PathBuf::from("/c/snap/vae"));
     }
 

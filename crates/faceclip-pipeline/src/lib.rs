@@ -55,7 +55,9 @@ fn non_finite<const D: usize>(x: &Tensor<D>) -> bool {
 /// The VAE's decoded images must be finite: the SDXL VAE is known to overflow in f16.
 pub(crate) fn check_finite_images(x: &Tensor<4>) -> Result<()> {
     if non_finite(x) {
-        return Err(Error::Numerical(format!("the VAE decoded NaN or Inf pixels; {F16_HINT}")));
+        return Err(Error::Numerical(format!(
+            "the VAE decoded NaN or Inf pixels; {F16_HINT}"
+        )));
     }
     Ok(())
 }
@@ -72,7 +74,9 @@ pub(crate) fn progress_bar(steps: usize, show: bool) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(steps as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps [{elapsed_precise}<{eta_precise}, {per_sec}]") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} steps [{elapsed_precise}<{eta_precise}, {per_sec}]",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -126,7 +130,12 @@ impl FaceInput {
 
 /// Detects the faces of `image` (MTCNN), picks `face_index` (largest first) and aligns it to
 /// the ArcFace template at 448x448, as FaceCLIP's training crops were made.
-pub fn align_face(image: &RgbImage, source: &Path, face_index: usize, device: &Device) -> Result<RgbImage> {
+pub fn align_face(
+    image: &RgbImage,
+    source: &Path,
+    face_index: usize,
+    device: &Device,
+) -> Result<RgbImage> {
     let rgb = image.to_rgb8();
     let mtcnn = faceclip_detect::Mtcnn::new(device)?;
     let face = mtcnn
@@ -207,7 +216,11 @@ impl GeneratedImage {
         for i in 0..b {
             let img: Tensor<3> = images.clone().narrow(0, i, 1).squeeze_dim(0);
             let data = faceclip_core::to_vec_f32(img);
-            let rgb = RgbImage { width: w, height: h, data };
+            let rgb = RgbImage {
+                width: w,
+                height: h,
+                data,
+            };
             let mut md = metadata.to_vec();
             md.push(("index", i.to_string()));
             out.push(Self {
@@ -222,6 +235,12 @@ impl GeneratedImage {
 
     /// Writes a PNG (atomically) carrying the metadata as text chunks.
     pub fn save(&self, path: &Path) -> Result<()> {
-        faceclip_core::image::save_rgb8_png(&self.pixels, self.width, self.height, path, &self.metadata)
+        faceclip_core::image::save_rgb8_png(
+            &self.pixels,
+            self.width,
+            self.height,
+            path,
+            &self.metadata,
+        )
     }
 }

@@ -12,7 +12,11 @@ use faceclip_pipeline::core::{Checkpoint, Error, Result};
 use faceclip_pipeline::{FaceInput, GenerateOptions, SchedulerKind, flux, hub, models, sdxl};
 
 #[derive(Parser)]
-#[command(name = "faceclip", version, about = "ID-preserving text-to-image generation (FaceCLIP) on burn")]
+#[command(
+    name = "faceclip",
+    version,
+    about = "ID-preserving text-to-image generation (FaceCLIP) on burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,10 +47,7 @@ enum Command {
         checkpoint: PathBuf,
     },
     /// Convert a PyTorch checkpoint to safetensors (f32), without executing pickle code.
-    Convert {
-        input: PathBuf,
-        output: PathBuf,
-    },
+    Convert { input: PathBuf, output: PathBuf },
 }
 
 #[derive(Args)]
@@ -187,9 +188,17 @@ fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
     if n == 1 {
         return vec![out.to_path_buf()];
     }
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = out.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
-    (1..=n).map(|i| out.with_file_name(format!("{stem}_{i}.{ext}"))).collect()
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = out
+        .extension()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    (1..=n)
+        .map(|i| out.with_file_name(format!("{stem}_{i}.{ext}")))
+        .collect()
 }
 
 fn generate(a: GenArgs, is_flux: bool) -> Result<()> {
@@ -214,10 +223,15 @@ fn generate(a: GenArgs, is_flux: bool) -> Result<()> {
     }
     let steps = a.steps.unwrap_or(def_steps);
     if steps == 0 || steps > 1000 {
-        return Err(Error::invalid(format!("--steps {steps} must be between 1 and 1000")));
+        return Err(Error::invalid(format!(
+            "--steps {steps} must be between 1 and 1000"
+        )));
     }
     if a.num_images == 0 || a.num_images > 64 {
-        return Err(Error::invalid(format!("--num-images {} must be between 1 and 64", a.num_images)));
+        return Err(Error::invalid(format!(
+            "--num-images {} must be between 1 and 64",
+            a.num_images
+        )));
     }
     let scheduler = match &a.scheduler {
         Some(s) => SchedulerKind::parse(s)?,
@@ -270,10 +284,18 @@ fn generate(a: GenArgs, is_flux: bool) -> Result<()> {
         progress: true,
     };
     let images = if is_flux {
-        let layout = if a.hub { hub::flux_models()? } else { models::FluxModels::discover(&models_dir)? };
+        let layout = if a.hub {
+            hub::flux_models()?
+        } else {
+            models::FluxModels::discover(&models_dir)?
+        };
         flux::generate(&layout, &face, &opts, &device)?
     } else {
-        let layout = if a.hub { hub::sdxl_models()? } else { models::SdxlModels::discover(&models_dir)? };
+        let layout = if a.hub {
+            hub::sdxl_models()?
+        } else {
+            models::SdxlModels::discover(&models_dir)?
+        };
         sdxl::generate(&layout, &face, &opts, &device)?
     };
     for (mut img, path) in images.into_iter().zip(&outs) {

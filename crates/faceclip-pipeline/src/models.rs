@@ -49,7 +49,10 @@ fn faceclip_dir(root: &Path) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(not_found(&root.join("FaceCLIP/model"), "FaceCLIP model folder (face_clip_encoder.pt / face_t5_encoder.pt)"))
+    Err(not_found(
+        &root.join("FaceCLIP/model"),
+        "FaceCLIP model folder (face_clip_encoder.pt / face_t5_encoder.pt)",
+    ))
 }
 
 fn weights(dir: &Path, stem: &str) -> Result<PathBuf> {
@@ -80,14 +83,22 @@ impl SdxlModels {
     /// Finds every file under `root`; the error names the first one missing.
     pub fn discover(root: &Path) -> Result<Self> {
         let fc = faceclip_dir(root)?;
-        let sdxl = find(root, &["stable-diffusion-xl-base-1.0", "sdxl"], "SDXL diffusers folder")?;
+        let sdxl = find(
+            root,
+            &["stable-diffusion-xl-base-1.0", "sdxl"],
+            "SDXL diffusers folder",
+        )?;
         Ok(Self {
             encoder: weights(&fc, "face_clip_encoder")?,
             encoder_config: optional(fc.join("face_clip_encoder_config.json")),
             unet: weights(&fc, "unet")?,
             unet_config: find(&sdxl, &["unet/config.json"], "SDXL unet/config.json")?,
             vae_dir: find(&sdxl, &["vae"], "SDXL vae/ folder")?,
-            scheduler_config: find(&sdxl, &["scheduler/scheduler_config.json"], "SDXL scheduler_config.json")?,
+            scheduler_config: find(
+                &sdxl,
+                &["scheduler/scheduler_config.json"],
+                "SDXL scheduler_config.json",
+            )?,
         })
     }
 }
@@ -120,9 +131,17 @@ impl FluxModels {
             encoder_config: optional(fc.join("face_t5_encoder_config.json")),
             t5_tokenizer,
             dit: weights(&fc, "dit")?,
-            dit_config: find(&flux, &["transformer/config.json"], "FLUX transformer/config.json")?,
+            dit_config: find(
+                &flux,
+                &["transformer/config.json"],
+                "FLUX transformer/config.json",
+            )?,
             vae_dir: find(&flux, &["vae"], "FLUX vae/ folder")?,
-            scheduler_config: find(&flux, &["scheduler/scheduler_config.json"], "FLUX scheduler_config.json")?,
+            scheduler_config: find(
+                &flux,
+                &["scheduler/scheduler_config.json"],
+                "FLUX scheduler_config.json",
+            )?,
         })
     }
 }
@@ -142,5 +161,8 @@ pub fn demo_dir() -> Result<PathBuf> {
     if cwd.is_dir() {
         return Ok(cwd);
     }
-    Err(not_found(&here, "demo model folder (set FACECLIP_DEMO_DIR)"))
+    Err(not_found(
+        &here,
+        "demo model folder (set FACECLIP_DEMO_DIR)",
+    ))
 }

@@ -151,10 +151,16 @@ pub fn check_path(path: &Path, device: &Device) -> Vec<Checked> {
             return vec![Checked {
                 path: path.into(),
                 name,
-                outcome: Err(Error::config(path, "neither a fixture folder (no meta.json) nor a folder of fixtures or manifests")),
+                outcome: Err(Error::config(
+                    path,
+                    "neither a fixture folder (no meta.json) nor a folder of fixtures or manifests",
+                )),
             }];
         }
-        return children.iter().flat_map(|c| check_path(c, device)).collect();
+        return children
+            .iter()
+            .flat_map(|c| check_path(c, device))
+            .collect();
     }
     let stem = path
         .file_stem()

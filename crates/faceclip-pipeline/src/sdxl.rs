@@ -27,13 +27,24 @@ pub fn load_encoder(models: &SdxlModels, device: &Device) -> Result<FaceClipSdxl
 /// Generates `opts.num_images` images of the person in `face`, as `infer_face_clip_sdxl.py`
 /// does. Components load when needed and are dropped after use, so peak memory is about the
 /// largest model (the UNet), not the sum.
-pub fn generate(models: &SdxlModels, face: &FaceInput, opts: &GenerateOptions, device: &Device) -> Result<Vec<GeneratedImage>> {
+pub fn generate(
+    models: &SdxlModels,
+    face: &FaceInput,
+    opts: &GenerateOptions,
+    device: &Device,
+) -> Result<Vec<GeneratedImage>> {
     if opts.width % 8 != 0 || opts.height % 8 != 0 || opts.width == 0 || opts.height == 0 {
-        return Err(Error::invalid(format!("width and height must be positive multiples of 8, got {}x{}", opts.width, opts.height)));
+        return Err(Error::invalid(format!(
+            "width and height must be positive multiples of 8, got {}x{}",
+            opts.width, opts.height
+        )));
     }
     let crop = face.aligned_crop(device)?;
     let n = opts.num_images;
-    let negative = opts.negative.clone().unwrap_or_else(|| DEFAULT_NEGATIVE.to_string());
+    let negative = opts
+        .negative
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NEGATIVE.to_string());
     let (cond, uncond) = {
         let encoder = load_encoder(models, device)?;
         let cond = encoder.encode(&vec![Some(crop); n], &vec![format!("{} ", opts.prompt); n])?;
@@ -43,38 +54,65 @@ pub fn generate(models: &SdxlModels, face: &FaceInput, opts: &GenerateOptions, d
     let (_, sched_cfg) = read_scheduler_config(&models.scheduler_config)?;
     let mut scheduler = AnyScheduler::with_kind(opts.scheduler, &sched_cfg)?;
     scheduler.set_generator(crate::schedulers::Generator::new(opts.seed ^ 0x5eed));
-    let vae_cfg = faceclip_unet::AutoencoderKLConfig::from_file(models.vae_dir.join("config.json"))?;
+    let vae_cfg =
+        faceclip_unet::AutoencoderKLConfig::from_file(models.vae_dir.join("config.json"))?;
     let latents = {
         let unet_cfg = UNet2DConditionConfig::from_file(&models.unet_config)?;
         let unet = UNet2DConditionModel::load(Checkpoint::open(&models.unet)?, &unet_cfg, device)?;
         let f = vae_cfg.downscale_factor();
         let mut rng = crate::schedulers::Generator::new(opts.seed);
-        let noise = rng.randn([n, unet_cfg.in_channels, opts.height / f, opts.width / f], device);
+        let noise = rng.randn(
+            [n, unet_cfg.in_channels, opts.height / f, opts.width / f],
+            device,
+        );
         let bar = progress_bar(opts.steps, opts.progress);
         let guidance = opts.cfg.unwrap_or(5.0);
-        let x = denoise(&unet, &mut scheduler, noise, &cond, &uncond, guidance, (opts.height, opts.width), opts.steps, &mut |_| bar.inc(1))?;
+        let x = denoise(
+            &unet,
+            &mut scheduler,
+            noise,
+            &cond,
+            &uncond,
+            guidance,
+            (opts.height, opts.width),
+            opts.steps,
+            &mut |_| bar.inc(1),
+        )?;
         bar.finish_and_clear();
         x
     };
     let vae = AutoencoderKL::from_folder(&models.vae_dir, device)?;
     let images = decode(&vae, latents)?;
-    GeneratedImage::from_batch(images, &[
-        ("prompt", opts.prompt.clone()),
-        ("negative_prompt", negative),
-        ("seed", opts.seed.to_string()),
-        ("steps", opts.steps.to_string()),
-        ("guidance", opts.cfg.unwrap_or(5.0).to_string()),
-        ("scheduler", opts.scheduler.class_name().to_string()),
-        ("model", "FaceCLIP-SDXL".to_string()),
-        ("software", format!("faceclip-rs {}", env!("CARGO_PKG_VERSION"))),
-    ])
+    GeneratedImage::from_batch(
+        images,
+        &[
+            ("prompt", opts.prompt.clone()),
+            ("negative_prompt", negative),
+            ("seed", opts.seed.to_string()),
+            ("steps", opts.steps.to_string()),
+            ("guidance", opts.cfg.unwrap_or(5.0).to_string()),
+            ("scheduler", opts.scheduler.class_name().to_string()),
+            ("model", "FaceCLIP-SDXL".to_string()),
+            (
+                "software",
+                format!("faceclip-rs {}", env!("CARGO_PKG_VERSION")),
+            ),
+        ],
+    )
 }
 
 pub use faceclip_encoders::fusion::{SDXL_NEGATIVE_PROMPT as DEFAULT_NEGATIVE, SdxlConditioning};
 
 /// The micro-conditioning time ids `(H, W, 0, 0, H, W)` for `rows` rows: `[rows, 6]`.
 pub fn time_ids(height: usize, width: usize, rows: usize, device: &Device) -> Tensor<2> {
-    let row = [height as f32, width as f32, 0.0, 0.0, height as f32, width as f32];
+    let row = [
+        height as f32,
+        width as f32,
+        0.0,
+        0.0,
+        height as f32,
+        width as f32,
+    ];
     let data: Vec<f32> = (0..rows).flat_map(|_| row).collect();
     Tensor::from_data(TensorData::new(data, [rows, 6]), device)
 }
@@ -102,7 +140,10 @@ pub fn denoise(
     let cfg = guidance > 1.0;
     let (ehs, text) = if cfg {
         (
-            Tensor::cat(vec![uncond.prompt_embeds.clone(), cond.prompt_embeds.clone()], 0),
+            Tensor::cat(
+                vec![uncond.prompt_embeds.clone(), cond.prompt_embeds.clone()],
+                0,
+            ),
             Tensor::cat(vec![uncond.pooled.clone(), cond.pooled.clone()], 0),
         )
     } else {
@@ -112,7 +153,11 @@ pub fn denoise(
     let ids = time_ids(height, width, rows, &device);
     let timesteps = scheduler.timesteps().to_vec();
     for (i, &t) in timesteps.iter().enumerate() {
-        let xin = if cfg { Tensor::cat(vec![x.clone(), x.clone()], 0) } else { x.clone() };
+        let xin = if cfg {
+            Tensor::cat(vec![x.clone(), x.clone()], 0)
+        } else {
+            x.clone()
+        };
         let xin = scheduler.scale_model_input(xin, t)?;
         let tt = Tensor::<1>::from_data(TensorData::new(vec![t], [1]), &device);
         let eps = unet.forward(xin, tt, ehs.clone(), Some(text.clone()), Some(ids.clone()))?;
@@ -165,10 +210,19 @@ pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
     let vae = AutoencoderKL::load(fx.weights_from("vae")?, &vae_cfg, device)?;
     let mut scheduler = AnyScheduler::with_kind(
         crate::schedulers::SchedulerKind::EulerDiscrete,
-        fx.config().get("scheduler").unwrap_or(&serde_json::Value::Null),
+        fx.config()
+            .get("scheduler")
+            .unwrap_or(&serde_json::Value::Null),
     )?;
-    let call = fx.extra().get("call").ok_or_else(|| Error::config(&meta, "no extra.call"))?;
-    let get = |k: &str| call.get(k).and_then(|v| v.as_f64()).ok_or_else(|| Error::config(&meta, format!("no extra.call.{k}")));
+    let call = fx
+        .extra()
+        .get("call")
+        .ok_or_else(|| Error::config(&meta, "no extra.call"))?;
+    let get = |k: &str| {
+        call.get(k)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| Error::config(&meta, format!("no extra.call.{k}")))
+    };
     let (h, w) = (get("height")? as usize, get("width")? as usize);
     let steps = get("num_inference_steps")? as usize;
     let guidance = get("guidance_scale")? as f32;
@@ -181,7 +235,17 @@ pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
         pooled: fx.tensor("in.negative_pooled_prompt_embeds", device)?,
     };
     let noise = fx.tensor::<4>("in.latents", device)?;
-    let x = denoise(&unet, &mut scheduler, noise, &cond, &uncond, guidance, (h, w), steps, &mut |_| {})?;
+    let x = denoise(
+        &unet,
+        &mut scheduler,
+        noise,
+        &cond,
+        &uncond,
+        guidance,
+        (h, w),
+        steps,
+        &mut |_| {},
+    )?;
     let img = decode(&vae, x)?.permute([0, 2, 3, 1]);
     let mut report = ParityReport::default();
     report.push(fx.check("image", img.into_data())?);

@@ -10,7 +10,8 @@ use faceclip_pipeline::core::{Checkpoint, StoredDType};
 
 fn faceclip() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_faceclip"));
-    c.env_remove("FACECLIP_VERBOSE").env_remove("FACECLIP_MODELS");
+    c.env_remove("FACECLIP_VERBOSE")
+        .env_remove("FACECLIP_MODELS");
     c
 }
 
@@ -36,7 +37,11 @@ fn one_line_error(o: &Output, args: &[&str], needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {err}"
+    );
     assert!(err.starts_with("faceclip: error: "), "{args:?}: {err}");
     for n in needles {
         assert!(err.contains(n), "{args:?}: `{n}` not in {err}");
@@ -47,7 +52,11 @@ fn one_line_error(o: &Output, args: &[&str], needles: &[&str]) -> String {
 /// Runs `faceclip args` and expects success.
 fn succeeds(args: &[&str]) -> Output {
     let o = faceclip().args(args).output().unwrap();
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
@@ -121,7 +130,10 @@ fn encoder_tensors(models: &Path) -> Vec<(String, &'static str, Vec<usize>, Vec<
 /// Runs `faceclip sdxl --models models` after `edit` changed the encoder's tensors (written as
 /// `face_clip_encoder.safetensors`, which is preferred to the `.pt`); returns the one error
 /// line and, with FACECLIP_VERBOSE, the whole report.
-fn sdxl_with_encoder(name: &str, edit: impl FnOnce(&mut Vec<(String, &'static str, Vec<usize>, Vec<u8>)>)) -> (String, String) {
+fn sdxl_with_encoder(
+    name: &str,
+    edit: impl FnOnce(&mut Vec<(String, &'static str, Vec<usize>, Vec<u8>)>),
+) -> (String, String) {
     let models = demo_copy(name);
     let mut t = encoder_tensors(&models);
     edit(&mut t);
@@ -129,9 +141,32 @@ fn sdxl_with_encoder(name: &str, edit: impl FnOnce(&mut Vec<(String, &'static st
     write_safetensors(&st, &t);
     let out = models.parent().unwrap().join("out.png");
     let face = root().join("demo/models/face.png");
-    let args = ["sdxl", "--models", s(&models), "--face", s(&face), "--aligned", "--out", s(&out), "--steps", "1", "--width", "64", "--height", "64"];
-    let line = one_line_error(&faceclip().args(args).output().unwrap(), &args, &["face_clip_encoder.safetensors", "do not match the model"]);
-    let verbose = faceclip().args(args).env("FACECLIP_VERBOSE", "1").output().unwrap();
+    let args = [
+        "sdxl",
+        "--models",
+        s(&models),
+        "--face",
+        s(&face),
+        "--aligned",
+        "--out",
+        s(&out),
+        "--steps",
+        "1",
+        "--width",
+        "64",
+        "--height",
+        "64",
+    ];
+    let line = one_line_error(
+        &faceclip().args(args).output().unwrap(),
+        &args,
+        &["face_clip_encoder.safetensors", "do not match the model"],
+    );
+    let verbose = faceclip()
+        .args(args)
+        .env("FACECLIP_VERBOSE", "1")
+        .output()
+        .unwrap();
     assert!(!out.exists());
     (line, String::from_utf8_lossy(&verbose.stderr).into_owned())
 }
@@ -140,13 +175,25 @@ fn sdxl_with_encoder(name: &str, edit: impl FnOnce(&mut Vec<(String, &'static st
 
 #[test]
 fn missing_checkpoint() {
-    fails(&["inspect", "/no/such/weights.safetensors"], &["/no/such/weights.safetensors", "No such file or directory"]);
+    fails(
+        &["inspect", "/no/such/weights.safetensors"],
+        &["/no/such/weights.safetensors", "No such file or directory"],
+    );
     let models = demo_copy("missing_ck");
     std::fs::remove_file(models.join("FaceCLIP/model/unet.safetensors")).unwrap();
     let out = models.join("out.png");
     let face = root().join("demo/models/face.png");
     fails(
-        &["sdxl", "--models", s(&models), "--face", s(&face), "--aligned", "--out", s(&out)],
+        &[
+            "sdxl",
+            "--models",
+            s(&models),
+            "--face",
+            s(&face),
+            "--aligned",
+            "--out",
+            s(&out),
+        ],
         &["unet.safetensors", "unet.pt not found"],
     );
 }
@@ -156,17 +203,30 @@ fn unreadable_checkpoint() {
     let dir = scratch("unreadable");
     let d = dir.join("weights.safetensors");
     std::fs::create_dir(&d).unwrap();
-    fails(&["inspect", s(&d)], &["weights.safetensors", "unsupported format (is a directory)"]);
+    fails(
+        &["inspect", s(&d)],
+        &["weights.safetensors", "unsupported format (is a directory)"],
+    );
     // Not readable: only meaningful when not running as root (root reads anything).
     let f = dir.join("locked.safetensors");
-    std::fs::copy(root().join("tests/fixtures/t5_encoder_hf/weights.safetensors"), &f).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/t5_encoder_hf/weights.safetensors"),
+        &f,
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
     if std::fs::read(&f).is_err() {
-        fails(&["inspect", s(&f)], &["locked.safetensors", "Permission denied"]);
+        fails(
+            &["inspect", s(&f)],
+            &["locked.safetensors", "Permission denied"],
+        );
     }
     let under_file = f.join("x.safetensors");
-    fails(&["inspect", s(&under_file)], &["locked.safetensors/x.safetensors", "Not a directory"]);
+    fails(
+        &["inspect", s(&under_file)],
+        &["locked.safetensors/x.safetensors", "Not a directory"],
+    );
 }
 
 #[test]
@@ -174,13 +234,28 @@ fn corrupt_checkpoint() {
     let dir = scratch("corrupt");
     let p = dir.join("corrupt.safetensors");
     std::fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage").unwrap();
-    fails(&["inspect", s(&p)], &["corrupt.safetensors", "header length 16 goes beyond the file (16 bytes)"]);
+    fails(
+        &["inspect", s(&p)],
+        &[
+            "corrupt.safetensors",
+            "header length 16 goes beyond the file (16 bytes)",
+        ],
+    );
     let p = dir.join("garbage.safetensors");
     std::fs::write(&p, b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage").unwrap();
-    fails(&["inspect", s(&p)], &["garbage.safetensors", "the safetensors header is not a JSON object"]);
+    fails(
+        &["inspect", s(&p)],
+        &[
+            "garbage.safetensors",
+            "the safetensors header is not a JSON object",
+        ],
+    );
     let p = dir.join("garbage.pt");
     std::fs::write(&p, b"PK\x03\x04 this is not a zip archive").unwrap();
-    fails(&["inspect", s(&p)], &["garbage.pt", "not a readable PyTorch checkpoint"]);
+    fails(
+        &["inspect", s(&p)],
+        &["garbage.pt", "not a readable PyTorch checkpoint"],
+    );
     let p = dir.join("empty.pt");
     std::fs::write(&p, b"").unwrap();
     fails(&["inspect", s(&p)], &["empty.pt", "the file is empty"]);
@@ -188,44 +263,83 @@ fn corrupt_checkpoint() {
     let hostile = root().join("fuzz/corpus/pytorch/hostile_os_system");
     let p = dir.join("hostile.pt");
     std::fs::copy(hostile, &p).unwrap();
-    fails(&["inspect", s(&p)], &["hostile.pt", "the pickle calls `os.system`", "nothing was executed"]);
+    fails(
+        &["inspect", s(&p)],
+        &[
+            "hostile.pt",
+            "the pickle calls `os.system`",
+            "nothing was executed",
+        ],
+    );
     assert!(!Path::new("/tmp/faceclip-pwned").exists());
 }
 
 #[test]
 fn truncated_checkpoint() {
     let dir = scratch("truncated");
-    let good = std::fs::read(root().join("tests/fixtures/t5_encoder_hf/weights.safetensors")).unwrap();
+    let good =
+        std::fs::read(root().join("tests/fixtures/t5_encoder_hf/weights.safetensors")).unwrap();
     let p = dir.join("trunc.safetensors");
     std::fs::write(&p, &good[..good.len() - 100]).unwrap();
-    fails(&["inspect", s(&p)], &["trunc.safetensors", "go beyond the", "bytes of data the file holds (truncated?)"]);
+    fails(
+        &["inspect", s(&p)],
+        &[
+            "trunc.safetensors",
+            "go beyond the",
+            "bytes of data the file holds (truncated?)",
+        ],
+    );
     let p = dir.join("short_header.safetensors");
     std::fs::write(&p, &good[..100]).unwrap();
-    fails(&["inspect", s(&p)], &["short_header.safetensors", "goes beyond the file (100 bytes)"]);
+    fails(
+        &["inspect", s(&p)],
+        &[
+            "short_header.safetensors",
+            "goes beyond the file (100 bytes)",
+        ],
+    );
     let good = std::fs::read(root().join("tests/fixtures/t5_encoder_hf/weights.pt")).unwrap();
     let p = dir.join("trunc.pt");
     std::fs::write(&p, &good[..good.len() / 2]).unwrap();
-    fails(&["inspect", s(&p)], &["trunc.pt", "not a readable PyTorch checkpoint"]);
+    fails(
+        &["inspect", s(&p)],
+        &["trunc.pt", "not a readable PyTorch checkpoint"],
+    );
 }
 
 #[test]
 fn wrong_dtype_tensor() {
     let (line, verbose) = sdxl_with_encoder("dtype", |t| {
-        let e = t.iter_mut().find(|e| e.1 == "F32" && e.2.len() == 2).unwrap();
+        let e = t
+            .iter_mut()
+            .find(|e| e.1 == "F32" && e.2.len() == 2)
+            .unwrap();
         let n: usize = e.2.iter().product();
         e.1 = "I64";
         e.3 = vec![0u8; n * 8];
     });
-    assert!(line.contains("0 missing, 0 unexpected, 0 with the wrong shape, 1 unreadable"), "{line}");
-    assert!(verbose.contains("has dtype int64, which is not a float type this model can load"), "{verbose}");
+    assert!(
+        line.contains("0 missing, 0 unexpected, 0 with the wrong shape, 1 unreadable"),
+        "{line}"
+    );
+    assert!(
+        verbose.contains("has dtype int64, which is not a float type this model can load"),
+        "{verbose}"
+    );
 }
 
 #[test]
 fn missing_tensor() {
     let mut removed = String::new();
     let (line, verbose) = sdxl_with_encoder("missing", |t| removed = t.remove(0).0);
-    assert!(line.contains("1 missing, 0 unexpected, 0 with the wrong shape"), "{line}");
-    assert!(verbose.contains(&format!("missing:\n    {removed}")), "{verbose}");
+    assert!(
+        line.contains("1 missing, 0 unexpected, 0 with the wrong shape"),
+        "{line}"
+    );
+    assert!(
+        verbose.contains(&format!("missing:\n    {removed}")),
+        "{verbose}"
+    );
 }
 
 #[test]
@@ -233,23 +347,38 @@ fn unexpected_tensor() {
     let (line, verbose) = sdxl_with_encoder("unexpected", |t| {
         t.push(("stray.weight".into(), "F32", vec![2], vec![0u8; 8]));
     });
-    assert!(line.contains("0 missing, 1 unexpected, 0 with the wrong shape"), "{line}");
-    assert!(verbose.contains("unexpected:\n    stray.weight"), "{verbose}");
+    assert!(
+        line.contains("0 missing, 1 unexpected, 0 with the wrong shape"),
+        "{line}"
+    );
+    assert!(
+        verbose.contains("unexpected:\n    stray.weight"),
+        "{verbose}"
+    );
 }
 
 #[test]
 fn wrong_shape_tensor() {
     let mut name = String::new();
     let (line, verbose) = sdxl_with_encoder("shape", |t| {
-        let e = t.iter_mut().find(|e| e.1 == "F32" && e.2.len() == 2 && e.2[0] > 1).unwrap();
+        let e = t
+            .iter_mut()
+            .find(|e| e.1 == "F32" && e.2.len() == 2 && e.2[0] > 1)
+            .unwrap();
         name = e.0.clone();
         e.2 = vec![e.2[1], e.2[0]];
         if e.2[0] == e.2[1] {
             e.2 = vec![e.2[0] * e.2[1], 1];
         }
     });
-    assert!(line.contains("0 missing, 0 unexpected, 1 with the wrong shape"), "{line}");
-    assert!(verbose.contains(&format!("wrong shape:\n    {name}: expected")), "{verbose}");
+    assert!(
+        line.contains("0 missing, 0 unexpected, 1 with the wrong shape"),
+        "{line}"
+    );
+    assert!(
+        verbose.contains(&format!("wrong shape:\n    {name}: expected")),
+        "{verbose}"
+    );
 }
 
 // ----------------------------------------------------------------------------- face images
@@ -260,15 +389,34 @@ fn face_that_is_not_an_image() {
     let p = dir.join("face.png");
     std::fs::write(&p, b"not an image").unwrap();
     let out = dir.join("out.png");
-    fails(&["sdxl", "--demo", "--face", s(&p), "--out", s(&out)], &["face.png", "not an image"]);
+    fails(
+        &["sdxl", "--demo", "--face", s(&p), "--out", s(&out)],
+        &["face.png", "not an image"],
+    );
     let p = dir.join("empty.jpg");
     std::fs::write(&p, b"").unwrap();
-    fails(&["sdxl", "--demo", "--face", s(&p), "--out", s(&out)], &["empty.jpg", "the file is empty"]);
+    fails(
+        &["sdxl", "--demo", "--face", s(&p), "--out", s(&out)],
+        &["empty.jpg", "the file is empty"],
+    );
     let p = dir.join("cut.png");
     let png = std::fs::read(root().join("demo/models/face.png")).unwrap();
     std::fs::write(&p, &png[..png.len() / 2]).unwrap();
-    fails(&["sdxl", "--demo", "--face", s(&p), "--out", s(&out)], &["cut.png", "cannot decode"]);
-    fails(&["sdxl", "--demo", "--face", "/no/such/face.png", "--out", s(&out)], &["/no/such/face.png", "No such file or directory"]);
+    fails(
+        &["sdxl", "--demo", "--face", s(&p), "--out", s(&out)],
+        &["cut.png", "cannot decode"],
+    );
+    fails(
+        &[
+            "sdxl",
+            "--demo",
+            "--face",
+            "/no/such/face.png",
+            "--out",
+            s(&out),
+        ],
+        &["/no/such/face.png", "No such file or directory"],
+    );
 }
 
 /// CRC-32 (IEEE) for the hand-made PNG chunks.
@@ -277,7 +425,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -299,7 +451,10 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend(png_chunk(b"IHDR", &ihdr));
-    png.extend(png_chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
     png.extend(png_chunk(b"IEND", b""));
     png
 }
@@ -314,11 +469,17 @@ fn huge_face_image() {
     std::fs::write(&p, png_header_only(16384, 16384)).unwrap();
     fails(
         &["sdxl", "--demo", "--face", s(&p), "--out", s(&out)],
-        &["bomb.png", "the image is 16384x16384, more than the 67108864 pixels (8192x8192) a face photo may have"],
+        &[
+            "bomb.png",
+            "the image is 16384x16384, more than the 67108864 pixels (8192x8192) a face photo may have",
+        ],
     );
     let p = dir.join("wide.png");
     std::fs::write(&p, png_header_only(100_000, 2)).unwrap();
-    fails(&["align", s(&p), "--out", s(&out)], &["wide.png", "cannot decode"]);
+    fails(
+        &["align", s(&p), "--out", s(&out)],
+        &["wide.png", "cannot decode"],
+    );
 }
 
 #[test]
@@ -328,11 +489,17 @@ fn zero_size_face_image() {
     // A PNG whose header says 0 x 16 (valid chunk CRCs, no pixel data).
     let p = dir.join("zero.png");
     std::fs::write(&p, png_header_only(0, 16)).unwrap();
-    fails(&["sdxl", "--demo", "--face", s(&p), "--out", s(&out)], &["zero.png", "cannot decode", "Invalid image dimensions"]);
+    fails(
+        &["sdxl", "--demo", "--face", s(&p), "--out", s(&out)],
+        &["zero.png", "cannot decode", "Invalid image dimensions"],
+    );
     // A 1x1 photo decodes, but is too small to hold a face.
     let p = dir.join("one.png");
     faceclip_pipeline::core::image::save_rgb8_png(&[9, 9, 9], 1, 1, &p, &[]).unwrap();
-    fails(&["sdxl", "--demo", "--face", s(&p), "--out", s(&out)], &["one.png", "the 1x1 image is too small for face detection"]);
+    fails(
+        &["sdxl", "--demo", "--face", s(&p), "--out", s(&out)],
+        &["one.png", "the 1x1 image is too small for face detection"],
+    );
     assert!(!out.exists());
 }
 
@@ -342,9 +509,21 @@ fn zero_size_face_image() {
 fn empty_prompt_is_accepted() {
     let dir = scratch("empty_prompt");
     let out = dir.join("out.png");
-    succeeds(&["sdxl", "--demo", "--steps", "1", "--prompt", "", "--out", s(&out)]);
+    succeeds(&[
+        "sdxl",
+        "--demo",
+        "--steps",
+        "1",
+        "--prompt",
+        "",
+        "--out",
+        s(&out),
+    ]);
     let text = faceclip_pipeline::core::image::read_png_text(&out).unwrap();
-    assert!(text.contains(&("prompt".to_string(), String::new())), "{text:?}");
+    assert!(
+        text.contains(&("prompt".to_string(), String::new())),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -352,7 +531,16 @@ fn over_long_prompt_is_truncated() {
     let dir = scratch("long_prompt");
     let out = dir.join("out.png");
     let long = vec!["garden"; 300].join(" ");
-    let o = succeeds(&["sdxl", "--demo", "--steps", "1", "--prompt", &long, "--out", s(&out)]);
+    let o = succeeds(&[
+        "sdxl",
+        "--demo",
+        "--steps",
+        "1",
+        "--prompt",
+        &long,
+        "--out",
+        s(&out),
+    ]);
     // CLIP keeps 77 tokens (open_clip / CLIPTokenizer truncation); the rest is dropped.
     let _ = o;
     let tok = faceclip_pipeline::encoders::tokenizer_clip::ClipTokenizer::new().unwrap();
@@ -362,8 +550,13 @@ fn over_long_prompt_is_truncated() {
     // Longer than 1 MiB (only reachable through the library: argv is limited to 128 KiB).
     let huge = "a".repeat((1 << 20) + 1);
     let err = tok.encode_openclip(&[&huge]).unwrap_err().to_string();
-    assert!(err.contains("text of 1048577 bytes is longer than the 1048576-byte limit"), "{err}");
-    let o = faceclip().args(["sdxl", "--demo", "--prompt", &"a".repeat(200_000)]).output();
+    assert!(
+        err.contains("text of 1048577 bytes is longer than the 1048576-byte limit"),
+        "{err}"
+    );
+    let o = faceclip()
+        .args(["sdxl", "--demo", "--prompt", &"a".repeat(200_000)])
+        .output();
     assert!(o.is_err(), "argv took a 200 kB prompt");
 }
 
@@ -372,56 +565,117 @@ fn over_long_prompt_is_truncated() {
 #[test]
 fn zero_or_absurd_steps() {
     let out = scratch("steps").join("out.png");
-    fails(&["sdxl", "--demo", "--steps", "0", "--out", s(&out)], &["--steps 0 must be between 1 and 1000"]);
-    fails(&["sdxl", "--demo", "--steps", "1001", "--out", s(&out)], &["--steps 1001 must be between 1 and 1000"]);
-    let o = faceclip().args(["sdxl", "--demo", "--steps", "-3"]).output().unwrap();
+    fails(
+        &["sdxl", "--demo", "--steps", "0", "--out", s(&out)],
+        &["--steps 0 must be between 1 and 1000"],
+    );
+    fails(
+        &["sdxl", "--demo", "--steps", "1001", "--out", s(&out)],
+        &["--steps 1001 must be between 1 and 1000"],
+    );
+    let o = faceclip()
+        .args(["sdxl", "--demo", "--steps", "-3"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "clap's usage error");
-    let o = faceclip().args(["sdxl", "--demo", "--steps", "99999999999999999999999"]).output().unwrap();
+    let o = faceclip()
+        .args(["sdxl", "--demo", "--steps", "99999999999999999999999"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "clap's usage error");
 }
 
 #[test]
 fn size_not_a_multiple_of_the_model_factor() {
     let out = scratch("size").join("out.png");
-    fails(&["sdxl", "--demo", "--width", "65", "--out", s(&out)], &["--width 65 must be a positive multiple of 8 for sdxl"]);
-    fails(&["sdxl", "--demo", "--height", "0", "--out", s(&out)], &["--height 0 must be a positive multiple of 8 for sdxl"]);
-    fails(&["flux", "--demo", "--height", "72", "--out", s(&out)], &["--height 72 must be a positive multiple of 16 for flux"]);
-    fails(&["sdxl", "--demo", "--width", "8192", "--out", s(&out)], &["--width 8192 is larger than 4096"]);
-    fails(&["sdxl", "--demo", "--num-images", "0", "--out", s(&out)], &["--num-images 0 must be between 1 and 64"]);
+    fails(
+        &["sdxl", "--demo", "--width", "65", "--out", s(&out)],
+        &["--width 65 must be a positive multiple of 8 for sdxl"],
+    );
+    fails(
+        &["sdxl", "--demo", "--height", "0", "--out", s(&out)],
+        &["--height 0 must be a positive multiple of 8 for sdxl"],
+    );
+    fails(
+        &["flux", "--demo", "--height", "72", "--out", s(&out)],
+        &["--height 72 must be a positive multiple of 16 for flux"],
+    );
+    fails(
+        &["sdxl", "--demo", "--width", "8192", "--out", s(&out)],
+        &["--width 8192 is larger than 4096"],
+    );
+    fails(
+        &["sdxl", "--demo", "--num-images", "0", "--out", s(&out)],
+        &["--num-images 0 must be between 1 and 64"],
+    );
 }
 
 #[test]
 fn unwritable_output_path() {
     let dir = scratch("unwritable");
-    fails(&["sdxl", "--demo", "--out", "/no/such/dir/out.png"], &["/no/such/dir/out.png", "folder /no/such/dir does not exist"]);
+    fails(
+        &["sdxl", "--demo", "--out", "/no/such/dir/out.png"],
+        &["/no/such/dir/out.png", "folder /no/such/dir does not exist"],
+    );
     let file = dir.join("a_file");
     std::fs::write(&file, b"").unwrap();
     let under = file.join("out.png");
-    fails(&["sdxl", "--demo", "--out", s(&under)], &["a_file/out.png", "folder", "does not exist"]);
+    fails(
+        &["sdxl", "--demo", "--out", s(&under)],
+        &["a_file/out.png", "folder", "does not exist"],
+    );
     let d = dir.join("a_dir");
     std::fs::create_dir(&d).unwrap();
-    fails(&["sdxl", "--demo", "--out", s(&d)], &["a_dir", "is a directory"]);
+    fails(
+        &["sdxl", "--demo", "--out", s(&d)],
+        &["a_dir", "is a directory"],
+    );
     use std::os::unix::fs::PermissionsExt;
     let ro = dir.join("read_only");
     std::fs::create_dir(&ro).unwrap();
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
     // Root writes anywhere: the permission case only means something for other users.
     if std::fs::write(ro.join("probe"), b"").is_err() {
-        fails(&["sdxl", "--demo", "--out", s(&ro.join("out.png"))], &["read_only/out.png", "Permission denied"]);
+        fails(
+            &["sdxl", "--demo", "--out", s(&ro.join("out.png"))],
+            &["read_only/out.png", "Permission denied"],
+        );
     }
-    fails(&["convert", "tests/fixtures/t5_encoder_hf/weights.pt", s(&dir.join("out.bin"))], &["out.bin must end in .safetensors"]);
+    fails(
+        &[
+            "convert",
+            "tests/fixtures/t5_encoder_hf/weights.pt",
+            s(&dir.join("out.bin")),
+        ],
+        &["out.bin must end in .safetensors"],
+    );
 }
 
 #[test]
 fn unknown_backend_or_dtype() {
     let out = scratch("backend").join("out.png");
-    fails(&["sdxl", "--demo", "--backend", "tpu", "--out", s(&out)], &["backend `tpu`"]);
-    fails(&["sdxl", "--demo", "--backend", "cuda:x", "--out", s(&out)], &["backend `cuda:x`", "`x` is not a device index"]);
+    fails(
+        &["sdxl", "--demo", "--backend", "tpu", "--out", s(&out)],
+        &["backend `tpu`"],
+    );
+    fails(
+        &["sdxl", "--demo", "--backend", "cuda:x", "--out", s(&out)],
+        &["backend `cuda:x`", "`x` is not a device index"],
+    );
     if !cfg!(feature = "wgpu") {
-        fails(&["sdxl", "--demo", "--backend", "wgpu", "--out", s(&out)], &["backend `wgpu`", "not compiled into this build"]);
+        fails(
+            &["sdxl", "--demo", "--backend", "wgpu", "--out", s(&out)],
+            &["backend `wgpu`", "not compiled into this build"],
+        );
     }
-    fails(&["sdxl", "--demo", "--dtype", "f8", "--out", s(&out)], &["f8"]);
-    fails(&["sdxl", "--demo", "--scheduler", "bogus", "--out", s(&out)], &["bogus"]);
+    fails(
+        &["sdxl", "--demo", "--dtype", "f8", "--out", s(&out)],
+        &["f8"],
+    );
+    fails(
+        &["sdxl", "--demo", "--scheduler", "bogus", "--out", s(&out)],
+        &["bogus"],
+    );
 }
 
 #[test]
@@ -431,13 +685,31 @@ fn bad_tokenizer_json() {
     assert!(tok.is_file());
     let out = models.join("out.png");
     let face = root().join("demo/models/face.png");
-    let args = ["flux", "--models", s(&models), "--face", s(&face), "--aligned", "--steps", "1", "--out", s(&out)];
+    let args = [
+        "flux",
+        "--models",
+        s(&models),
+        "--face",
+        s(&face),
+        "--aligned",
+        "--steps",
+        "1",
+        "--out",
+        s(&out),
+    ];
     std::fs::write(&tok, b"{\"model\": {\"type\": \"Unigram\"").unwrap();
     fails(&args, &["tokenizer.json", "tokenizer.json is not JSON"]);
     // Valid JSON the `tokenizers` crate panicked on (fuzzing found it): an error line.
-    let crash = root().join("fuzz/artifacts/tokenizer_json/crash-ed01f38730f1fb181620fee484b14bc1996fde87");
+    let crash =
+        root().join("fuzz/artifacts/tokenizer_json/crash-ed01f38730f1fb181620fee484b14bc1996fde87");
     std::fs::copy(crash, &tok).unwrap();
-    fails(&args, &["tokenizer.json", "is shorter than the continuing_subword_prefix"]);
+    fails(
+        &args,
+        &[
+            "tokenizer.json",
+            "is shorter than the continuing_subword_prefix",
+        ],
+    );
     std::fs::write(&tok, b"{}").unwrap();
     fails(&args, &["tokenizer.json", "cannot read tokenizer.json"]);
     assert!(!out.exists());

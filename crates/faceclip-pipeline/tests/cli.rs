@@ -27,16 +27,35 @@ fn demo_runs_write_pngs_with_metadata_and_repeat_bit_for_bit() {
         let b = dir.join(format!("{model}_b.png"));
         for out in [&a, &b] {
             let o = faceclip()
-                .args([model, "--demo", "--prompt", "a woman in a garden", "--seed", "7", "--out"])
+                .args([
+                    model,
+                    "--demo",
+                    "--prompt",
+                    "a woman in a garden",
+                    "--seed",
+                    "7",
+                    "--out",
+                ])
                 .arg(out)
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "{model}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "{model}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{model}: same seed, different bytes");
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{model}: same seed, different bytes"
+        );
         let text = png_text(&a);
         for key in ["prompt", "seed", "steps", "guidance", "model"] {
-            assert!(text.iter().any(|(k, _)| k == key), "{model}: no `{key}` in {text:?}");
+            assert!(
+                text.iter().any(|(k, _)| k == key),
+                "{model}: no `{key}` in {text:?}"
+            );
         }
         assert!(text.contains(&("seed".into(), "7".into())));
         let img = faceclip_pipeline::core::image::RgbImage::open(&a).unwrap();
@@ -44,9 +63,24 @@ fn demo_runs_write_pngs_with_metadata_and_repeat_bit_for_bit() {
     }
     // Another seed gives another image.
     let c = dir.join("sdxl_c.png");
-    let o = faceclip().args(["sdxl", "--demo", "--seed", "8", "--prompt", "a woman in a garden", "--out"]).arg(&c).output().unwrap();
+    let o = faceclip()
+        .args([
+            "sdxl",
+            "--demo",
+            "--seed",
+            "8",
+            "--prompt",
+            "a woman in a garden",
+            "--out",
+        ])
+        .arg(&c)
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    assert_ne!(std::fs::read(&c).unwrap(), std::fs::read(dir.join("sdxl_a.png")).unwrap());
+    assert_ne!(
+        std::fs::read(&c).unwrap(),
+        std::fs::read(dir.join("sdxl_a.png")).unwrap()
+    );
 }
 
 #[test]
@@ -60,26 +94,104 @@ fn bad_inputs_fail_with_one_clear_line() {
     let out_s = out.to_str().unwrap();
     let x_st = dir.join("x.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["sdxl", "--face", "/no/such/face.png", "--models", "/tmp", "--out", out_s], "face.png"),
-        (vec!["sdxl", "--face", not_image.to_str().unwrap(), "--models", dir.to_str().unwrap(), "--out", out_s], "face.png"),
-        (vec!["sdxl", "--demo", "--face", not_image.to_str().unwrap(), "--out", out_s], "not an image"),
-        (vec!["sdxl", "--face", not_image.to_str().unwrap(), "--models", "/no/such/models", "--out", out_s], "/no/such/models"),
-        (vec!["sdxl", "--demo", "--steps", "0", "--out", out_s], "--steps"),
-        (vec!["sdxl", "--demo", "--width", "65", "--out", out_s], "multiple of 8"),
-        (vec!["flux", "--demo", "--height", "72", "--out", out_s], "multiple of 16"),
-        (vec!["sdxl", "--demo", "--out", "/no/such/dir/out.png"], "/no/such/dir"),
-        (vec!["sdxl", "--demo", "--backend", "tpu", "--out", out_s], "tpu"),
-        (vec!["sdxl", "--demo", "--scheduler", "bogus", "--out", out_s], "bogus"),
-        (vec!["inspect", corrupt.to_str().unwrap()], "corrupt.safetensors"),
-        (vec!["convert", corrupt.to_str().unwrap(), x_st.to_str().unwrap()], "corrupt.safetensors"),
-        (vec!["align", not_image.to_str().unwrap(), "--out", out_s], "face.png"),
+        (
+            vec![
+                "sdxl",
+                "--face",
+                "/no/such/face.png",
+                "--models",
+                "/tmp",
+                "--out",
+                out_s,
+            ],
+            "face.png",
+        ),
+        (
+            vec![
+                "sdxl",
+                "--face",
+                not_image.to_str().unwrap(),
+                "--models",
+                dir.to_str().unwrap(),
+                "--out",
+                out_s,
+            ],
+            "face.png",
+        ),
+        (
+            vec![
+                "sdxl",
+                "--demo",
+                "--face",
+                not_image.to_str().unwrap(),
+                "--out",
+                out_s,
+            ],
+            "not an image",
+        ),
+        (
+            vec![
+                "sdxl",
+                "--face",
+                not_image.to_str().unwrap(),
+                "--models",
+                "/no/such/models",
+                "--out",
+                out_s,
+            ],
+            "/no/such/models",
+        ),
+        (
+            vec!["sdxl", "--demo", "--steps", "0", "--out", out_s],
+            "--steps",
+        ),
+        (
+            vec!["sdxl", "--demo", "--width", "65", "--out", out_s],
+            "multiple of 8",
+        ),
+        (
+            vec!["flux", "--demo", "--height", "72", "--out", out_s],
+            "multiple of 16",
+        ),
+        (
+            vec!["sdxl", "--demo", "--out", "/no/such/dir/out.png"],
+            "/no/such/dir",
+        ),
+        (
+            vec!["sdxl", "--demo", "--backend", "tpu", "--out", out_s],
+            "tpu",
+        ),
+        (
+            vec!["sdxl", "--demo", "--scheduler", "bogus", "--out", out_s],
+            "bogus",
+        ),
+        (
+            vec!["inspect", corrupt.to_str().unwrap()],
+            "corrupt.safetensors",
+        ),
+        (
+            vec!["convert", corrupt.to_str().unwrap(), x_st.to_str().unwrap()],
+            "corrupt.safetensors",
+        ),
+        (
+            vec!["align", not_image.to_str().unwrap(), "--out", out_s],
+            "face.png",
+        ),
     ];
     for (args, needle) in cases {
-        let o = faceclip().args(&args).env_remove("FACECLIP_VERBOSE").output().unwrap();
+        let o = faceclip()
+            .args(&args)
+            .env_remove("FACECLIP_VERBOSE")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?} succeeded");
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
         assert!(err.starts_with("faceclip: error: "), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
@@ -90,13 +202,22 @@ fn bad_inputs_fail_with_one_clear_line() {
 #[test]
 fn inspect_and_convert_a_real_pt_checkpoint() {
     let dir = scratch("convert");
-    let pt = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/t5_encoder_hf/weights.pt");
+    let pt = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/t5_encoder_hf/weights.pt");
     let o = faceclip().arg("inspect").arg(&pt).output().unwrap();
     assert!(o.status.success());
     let listing = String::from_utf8_lossy(&o.stdout);
-    assert!(listing.contains("shared.weight\t[512, 32]\tfloat32"), "{listing}");
+    assert!(
+        listing.contains("shared.weight\t[512, 32]\tfloat32"),
+        "{listing}"
+    );
     let out = dir.join("t5.safetensors");
-    let o = faceclip().arg("convert").arg(&pt).arg(&out).output().unwrap();
+    let o = faceclip()
+        .arg("convert")
+        .arg(&pt)
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let a = faceclip_pipeline::core::Checkpoint::open(&pt).unwrap();
     let b = faceclip_pipeline::core::Checkpoint::open(&out).unwrap();
@@ -109,25 +230,63 @@ fn inspect_and_convert_a_real_pt_checkpoint() {
 #[test]
 fn any_photo_is_detected_and_aligned_and_a_faceless_one_is_one_line() {
     let dir = scratch("align");
-    let photo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mtcnn_detect/photo_0.png");
+    let photo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/mtcnn_detect/photo_0.png");
     let crop = dir.join("crop.png");
-    let o = faceclip().arg("align").arg(&photo).arg("--out").arg(&crop).output().unwrap();
+    let o = faceclip()
+        .arg("align")
+        .arg(&photo)
+        .arg("--out")
+        .arg(&crop)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let img = faceclip_pipeline::core::image::RgbImage::open(&crop).unwrap();
     assert_eq!((img.width, img.height), (448, 448));
 
     let out = dir.join("gen.png");
-    let o = faceclip().args(["sdxl", "--demo", "--steps", "2", "--face"]).arg(&photo).arg("--out").arg(&out).output().unwrap();
+    let o = faceclip()
+        .args(["sdxl", "--demo", "--steps", "2", "--face"])
+        .arg(&photo)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.is_file());
 
     // A uniform grey photo has no face: one line naming the file.
     let grey = dir.join("grey.png");
-    faceclip_pipeline::core::image::save_rgb8_png(&vec![128u8; 200 * 200 * 3], 200, 200, &grey, &[]).unwrap();
+    faceclip_pipeline::core::image::save_rgb8_png(
+        &vec![128u8; 200 * 200 * 3],
+        200,
+        200,
+        &grey,
+        &[],
+    )
+    .unwrap();
     let (c2, g2) = (dir.join("c2.png"), dir.join("g2.png"));
-    for args in [vec!["align", grey.to_str().unwrap(), "--out", c2.to_str().unwrap()],
-                 vec!["sdxl", "--demo", "--face", grey.to_str().unwrap(), "--out", g2.to_str().unwrap()]] {
-        let o = faceclip().args(&args).env_remove("FACECLIP_VERBOSE").output().unwrap();
+    for args in [
+        vec![
+            "align",
+            grey.to_str().unwrap(),
+            "--out",
+            c2.to_str().unwrap(),
+        ],
+        vec![
+            "sdxl",
+            "--demo",
+            "--face",
+            grey.to_str().unwrap(),
+            "--out",
+            g2.to_str().unwrap(),
+        ],
+    ] {
+        let o = faceclip()
+            .args(&args)
+            .env_remove("FACECLIP_VERBOSE")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");

@@ -22,7 +22,10 @@ fn replay(target: &str) {
         let Ok(entries) = std::fs::read_dir(root.join(sub).join(target)) else {
             continue;
         };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
         files.sort();
         for file in files {
             let data = std::fs::read(&file).unwrap();
@@ -40,7 +43,12 @@ fn replay(target: &str) {
         }
     }
     assert!(seeds > 0, "fuzz/corpus/{target}/ is empty");
-    assert!(failures.is_empty(), "{} inputs failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} inputs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -73,6 +81,9 @@ fn every_target_has_a_cargo_fuzz_binary() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/fuzz_targets");
     for (name, _) in fuzz_targets::TARGETS {
         let src = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
-        assert!(src.contains(&format!("faceclip_fuzz::{name}(data)")), "{name}.rs");
+        assert!(
+            src.contains(&format!("faceclip_fuzz::{name}(data)")),
+            "{name}.rs"
+        );
     }
 }

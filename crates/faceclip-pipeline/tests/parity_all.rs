@@ -39,5 +39,9 @@ fn a_folder_that_is_neither_is_an_error_line_not_a_panic() {
     let checked = check_path(&dir, &device);
     assert_eq!(checked.len(), 1);
     assert!(!checked[0].passed());
-    assert!(checked[0].line().starts_with("FAIL"), "{}", checked[0].line());
+    assert!(
+        checked[0].line().starts_with("FAIL"),
+        "{}",
+        checked[0].line()
+    );
 }

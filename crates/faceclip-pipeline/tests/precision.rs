@@ -20,7 +20,11 @@ fn mean_abs_diff(a: &Path, b: &Path) -> f64 {
     let (a, b) = (RgbImage::open(a).unwrap(), RgbImage::open(b).unwrap());
     let (a, b) = (a.to_rgb8(), b.to_rgb8());
     assert_eq!(a.len(), b.len());
-    a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).abs()).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .sum::<f64>()
+        / a.len() as f64
 }
 
 #[test]
@@ -33,10 +37,18 @@ fn reduced_precision_runs_end_to_end_close_to_f32() {
         for dtype in ["bf16", "f16"] {
             let out = dir.join(format!("{model}_{dtype}.png"));
             let o = run(model, dtype, &out);
-            assert!(o.status.success(), "{model} {dtype}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "{model} {dtype}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             let text = read_png_text(&out).unwrap();
             assert!(text.contains(&("dtype".into(), dtype.into())), "{text:?}");
-            assert_ne!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap(), "{model} {dtype}: same bytes as f32");
+            assert_ne!(
+                std::fs::read(&out).unwrap(),
+                std::fs::read(&reference).unwrap(),
+                "{model} {dtype}: same bytes as f32"
+            );
             // Measured on the demo models: 1-7 levels of 255 on average.
             let d = mean_abs_diff(&out, &reference);
             assert!(d < 16.0, "{model} {dtype}: mean |diff| {d} levels from f32");
@@ -51,7 +63,10 @@ fn unknown_dtype_is_one_line() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--dtype `f64`") && err.contains("bf16"), "{err}");
+    assert!(
+        err.contains("--dtype `f64`") && err.contains("bf16"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +74,9 @@ fn precision_is_set_before_the_first_tensor_or_refused() {
     assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::BF16);
     let mut device = parse_device("flex").unwrap();
     let _t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32], [1]), &device);
-    let e = set_precision(&mut device, Precision::BF16).unwrap_err().to_string();
+    let e = set_precision(&mut device, Precision::BF16)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot switch to bf16"), "{e}");
     // f32 on a device already in f32 is fine.
     set_precision(&mut device, Precision::F32).unwrap();

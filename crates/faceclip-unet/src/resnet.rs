@@ -74,7 +74,9 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        let h = self.conv2.forward(self.norm2.forward_act(h, Some(self.act)));
+        let h = self
+            .conv2
+            .forward(self.norm2.forward_act(h, Some(self.act)));
         let x = match &self.conv_shortcut {
             Some(c) => c.forward(x),
             None => x,

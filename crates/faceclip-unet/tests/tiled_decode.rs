@@ -241,7 +241,10 @@ fn tiled_decode_is_diffusers_algorithm() {
 fn tiled_decode_odd_sizes() {
     let dev = common::device();
     let vae = parity::load_vae(&common::fixture("vae_sdxl"), &dev).unwrap();
-    let tiling = TiledDecode { tile_sample_size: 16, overlap_factor: 0.25 };
+    let tiling = TiledDecode {
+        tile_sample_size: 16,
+        overlap_factor: 0.25,
+    };
     for (h, w) in [(27, 37), (9, 8), (1, 20)] {
         let z = Tensor::<4>::ones([1, 4, h, w], &dev) * 0.3;
         let out = vae.decode_with_tiling(z, &tiling).unwrap();

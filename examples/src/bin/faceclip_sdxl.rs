@@ -9,9 +9,17 @@ use faceclip_pipeline::{FaceInput, GenerateOptions, sdxl};
 fn main() -> faceclip_pipeline::core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let models = args.get(1).map(String::as_str).unwrap_or("demo/models");
-    let face = args.get(2).map(String::as_str).unwrap_or("demo/models/face.png");
-    let prompt = args.get(3).map(String::as_str).unwrap_or("A woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau.");
-    let out = args.get(4).map(String::as_str).unwrap_or("faceclip_sdxl.png");
+    let face = args
+        .get(2)
+        .map(String::as_str)
+        .unwrap_or("demo/models/face.png");
+    let prompt = args.get(3).map(String::as_str).unwrap_or(
+        "A woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau.",
+    );
+    let out = args
+        .get(4)
+        .map(String::as_str)
+        .unwrap_or("faceclip_sdxl.png");
 
     let device = default_device()?;
     let models = SdxlModels::discover(models.as_ref())?;

@@ -19,7 +19,10 @@ use faceclip_pipeline::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use serde_json::{Value, json};
 
 fn main() {
-    let out = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("demo/models"));
+    let out = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("demo/models"));
     if let Err(e) = run(&out) {
         eprintln!("make_demo: {e}");
         std::process::exit(1);
@@ -33,25 +36,35 @@ fn fixtures() -> PathBuf {
 
 fn meta_config(name: &str) -> Result<Value> {
     let p = fixtures().join(name).join("meta.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).map_err(|e| faceclip_pipeline::core::Error::io(&p, e))?)
-        .map_err(|e| faceclip_pipeline::core::Error::config(&p, e))?;
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(&p).map_err(|e| faceclip_pipeline::core::Error::io(&p, e))?,
+    )
+    .map_err(|e| faceclip_pipeline::core::Error::config(&p, e))?;
     Ok(v["config"].clone())
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
-    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| faceclip_pipeline::core::Error::io(path, e))?;
+    std::fs::create_dir_all(path.parent().expect("has a parent"))
+        .map_err(|e| faceclip_pipeline::core::Error::io(path, e))?;
     let text = serde_json::to_string_pretty(v).expect("serialisable");
     std::fs::write(path, text + "\n").map_err(|e| faceclip_pipeline::core::Error::io(path, e))
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to.parent().expect("has a parent")).map_err(|e| faceclip_pipeline::core::Error::io(to, e))?;
-    std::fs::copy(from, to).map(|_| ()).map_err(|e| faceclip_pipeline::core::Error::io(from, e))
+    std::fs::create_dir_all(to.parent().expect("has a parent"))
+        .map_err(|e| faceclip_pipeline::core::Error::io(to, e))?;
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| faceclip_pipeline::core::Error::io(from, e))
 }
 
 /// Random values for every tensor a dry walk expected, as the fixtures draw them: matrices
 /// N(0, 1/fan_in), 1-D weights 1 + N(0, 0.1²), biases and the rest N(0, 0.1²).
-fn random_weights(vb: &VarBuilder, rng: &mut Generator, prefix: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+fn random_weights(
+    vb: &VarBuilder,
+    rng: &mut Generator,
+    prefix: &str,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     vb.expected()
         .into_iter()
         .map(|(name, shape)| {
@@ -77,8 +90,14 @@ fn run(out: &Path) -> Result<()> {
     let fc = out.join("FaceCLIP/model");
 
     // FaceCLIP-L/G encoder: the `faceclip_encoder` fixture as released (.pt), its config beside.
-    copy(&fixtures().join("faceclip_encoder/weights.pt"), &fc.join("face_clip_encoder.pt"))?;
-    write_json(&fc.join("face_clip_encoder_config.json"), &meta_config("faceclip_encoder")?)?;
+    copy(
+        &fixtures().join("faceclip_encoder/weights.pt"),
+        &fc.join("face_clip_encoder.pt"),
+    )?;
+    write_json(
+        &fc.join("face_clip_encoder_config.json"),
+        &meta_config("faceclip_encoder")?,
+    )?;
     // Its outputs: prompt embeds 8 + 8 = 16 wide, pooled 8 wide (the G branch width).
     let unet_config = json!({
         "_class_name": "UNet2DConditionModel",
@@ -98,11 +117,15 @@ fn run(out: &Path) -> Result<()> {
     let cfg = UNet2DConditionConfig::from_value(&unet_config)?;
     let vb = VarBuilder::dry(&device);
     UNet2DConditionModel::new(&cfg, &vb)?;
-    Checkpoint::from_f32("unet", random_weights(&vb, &mut rng, ""))?.save_safetensors(&fc.join("unet.safetensors"))?;
+    Checkpoint::from_f32("unet", random_weights(&vb, &mut rng, ""))?
+        .save_safetensors(&fc.join("unet.safetensors"))?;
     let mut vae = meta_config("vae_sdxl")?;
     vae["_class_name"] = json!("AutoencoderKL");
     write_json(&sdxl.join("vae/config.json"), &vae)?;
-    copy(&fixtures().join("vae_sdxl/weights.safetensors"), &sdxl.join("vae/diffusion_pytorch_model.safetensors"))?;
+    copy(
+        &fixtures().join("vae_sdxl/weights.safetensors"),
+        &sdxl.join("vae/diffusion_pytorch_model.safetensors"),
+    )?;
     write_json(
         &sdxl.join("scheduler/scheduler_config.json"),
         &json!({
@@ -136,7 +159,8 @@ fn run(out: &Path) -> Result<()> {
         };
         tensors.push((format!("encoder_2.{}", info.name), shape, v));
     }
-    Checkpoint::from_f32("face_t5_encoder", tensors)?.save_safetensors(&fc.join("face_t5_encoder.safetensors"))?;
+    Checkpoint::from_f32("face_t5_encoder", tensors)?
+        .save_safetensors(&fc.join("face_t5_encoder.safetensors"))?;
     let mut t5cfg = meta_config("facet5_encoder")?;
     t5cfg["encoder_1_clip_text_config"] = clip_config;
     write_json(&fc.join("face_t5_encoder_config.json"), &t5cfg)?;
@@ -154,11 +178,15 @@ fn run(out: &Path) -> Result<()> {
     let tcfg = FluxTransformerConfig::from_value(&tconfig)?;
     let vb = VarBuilder::dry(&device);
     FluxTransformer2DModel::new(&vb, &tcfg)?;
-    Checkpoint::from_f32("dit", random_weights(&vb, &mut rng, ""))?.save_safetensors(&fc.join("dit.safetensors"))?;
+    Checkpoint::from_f32("dit", random_weights(&vb, &mut rng, ""))?
+        .save_safetensors(&fc.join("dit.safetensors"))?;
     let mut vae = meta_config("vae_flux")?;
     vae["_class_name"] = json!("AutoencoderKL");
     write_json(&flux.join("vae/config.json"), &vae)?;
-    copy(&fixtures().join("vae_flux/weights.safetensors"), &flux.join("vae/diffusion_pytorch_model.safetensors"))?;
+    copy(
+        &fixtures().join("vae_flux/weights.safetensors"),
+        &flux.join("vae/diffusion_pytorch_model.safetensors"),
+    )?;
     write_json(
         &flux.join("scheduler/scheduler_config.json"),
         &json!({
@@ -169,7 +197,10 @@ fn run(out: &Path) -> Result<()> {
     )?;
 
     // The face: FaceCLIP's asset 0001 aligned by norm_crop (the face_align fixture's output).
-    copy(&fixtures().join("face_align/aligned_0.png"), &out.join("face.png"))?;
+    copy(
+        &fixtures().join("face_align/aligned_0.png"),
+        &out.join("face.png"),
+    )?;
     std::fs::write(
         out.join("README.md"),
         "Tiny random-weight models in the real folder layout, written by \
@@ -182,7 +213,12 @@ fn run(out: &Path) -> Result<()> {
 /// A 512-piece Unigram `tokenizer.json` in the layout of T5's (`<pad>` 0, `</s>` 1, `<unk>` 2,
 /// Metaspace pre-tokenizer): the real T5 vocabulary cannot be shipped or fetched here.
 fn tiny_t5_tokenizer() -> Value {
-    let mut vocab = vec![json!(["<pad>", 0.0]), json!(["</s>", 0.0]), json!(["<unk>", 0.0]), json!(["\u{2581}", -2.0])];
+    let mut vocab = vec![
+        json!(["<pad>", 0.0]),
+        json!(["</s>", 0.0]),
+        json!(["<unk>", 0.0]),
+        json!(["\u{2581}", -2.0]),
+    ];
     let mut seen = std::collections::BTreeSet::new();
     for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()".chars() {
         seen.insert(c.to_string());

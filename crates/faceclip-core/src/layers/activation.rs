@@ -20,7 +20,9 @@ impl Activation {
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "gelu" => Self::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu-approximate" | "gelu_tanh" | "gelu_fast" => Self::GeluTanh,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu-approximate" | "gelu_tanh" | "gelu_fast" => {
+                Self::GeluTanh
+            }
             "quick_gelu" => Self::QuickGelu,
             "silu" | "swish" => Self::Silu,
             "relu" => Self::Relu,
@@ -32,7 +34,8 @@ impl Activation {
     /// Applies the activation elementwise.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         // On the CPU the composite ones run as one fused pass instead of several burn ops.
-        if matches!(self, Self::GeluTanh | Self::Silu | Self::QuickGelu) && super::host::applies(&x) {
+        if matches!(self, Self::GeluTanh | Self::Silu | Self::QuickGelu) && super::host::applies(&x)
+        {
             return match self {
                 Self::GeluTanh => super::host::map(x, super::host::gelu_tanh),
                 Self::Silu => super::host::map(x, super::host::silu),

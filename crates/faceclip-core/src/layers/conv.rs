@@ -36,10 +36,25 @@ impl Conv2d {
 
     /// `[B, in, H, W]` -> `[B, out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let weight = self.weight.val();
+        let bias = self.bias.as_ref().map(|b| b.val());
+        #[cfg(feature = "flex")]
+        let (x, weight, bias) = {
+            let [_, _, kh, kw] = weight.dims();
+            // 1x1 convolutions are already one strided GEMM in burn-flex.
+            if self.groups == 1 && kh * kw > 1 && super::host::applies(&x) {
+                match super::host::conv2d(x, weight, bias, self.stride, self.padding) {
+                    Ok(y) => return y,
+                    Err(args) => args,
+                }
+            } else {
+                (x, weight, bias)
+            }
+        };
         burn::tensor::module::conv2d(
             x,
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
+            weight,
+            bias,
             ConvOptions::new(self.stride, self.padding, [1, 1], self.groups),
         )
     }

@@ -34,7 +34,8 @@ pub(crate) fn map<const D: usize>(x: Tensor<D>, f: impl Fn(f32) -> f32 + Sync) -
     let dims = x.dims();
     let device = x.device();
     let mut v = host_vec(x);
-    v.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|a| *a = f(*a)));
+    v.par_chunks_mut(1 << 14)
+        .for_each(|c| c.iter_mut().for_each(|a| *a = f(*a)));
     Tensor::from_data(TensorData::new(v, dims.to_vec()), &device)
 }
 
@@ -82,21 +83,156 @@ pub(crate) fn group_norm<const D: usize>(
         })
         .collect();
     let cpg = c / groups;
-    v.par_chunks_mut(spatial.max(1)).enumerate().for_each(|(bc, plane)| {
-        let ch = bc % c;
-        let (mean, rstd) = stats[(bc / c) * groups + ch / cpg];
-        let scale = w[ch] * rstd;
-        let shift = s[ch] - mean * scale;
-        if silu {
-            for a in plane.iter_mut() {
-                *a = self::silu(*a * scale + shift);
+    v.par_chunks_mut(spatial.max(1))
+        .enumerate()
+        .for_each(|(bc, plane)| {
+            let ch = bc % c;
+            let (mean, rstd) = stats[(bc / c) * groups + ch / cpg];
+            let scale = w[ch] * rstd;
+            let shift = s[ch] - mean * scale;
+            if silu {
+                for a in plane.iter_mut() {
+                    *a = self::silu(*a * scale + shift);
+                }
+            } else {
+                for a in plane.iter_mut() {
+                    *a = *a * scale + shift;
+                }
             }
-        } else {
-            for a in plane.iter_mut() {
-                *a = *a * scale + shift;
-            }
-        }
-    });
+        });
     debug_assert_eq!(stats.len(), b * groups);
     Tensor::from_data(TensorData::new(v, dims.to_vec()), &device)
+}
+
+/// `conv2d` (groups 1, dilation 1) on NCHW `x` `[B, Cin, H, W]` with `weight`
+/// `[Cout, Cin, kh, kw]`: one GEMM per band of output rows, `W [Cout, Cin·kh·kw]` times the
+/// band's im2col matrix `[Cin·kh·kw, rows·W']`, written straight into the NCHW output.
+///
+/// Why not burn-flex's own path: it converts the whole input to NHWC and flattens the weight
+/// on one thread, then scatters each tile's result back element by element with a
+/// channel-sized stride (a sixth of the SDXL VAE decode, by profile). Here the weight is
+/// already the GEMM's left operand in its PyTorch layout, the im2col rows are memcpys of
+/// input rows (stride 1), and the GEMM's destination is the output itself. Returns `None`
+/// when the kernel does not fit the padded input (the caller takes burn's path, which
+/// reports it). Only call where [`applies`].
+#[cfg(feature = "flex")]
+pub(crate) fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>, Option<Tensor<1>>)> {
+    let [b, ci, h, w] = x.dims();
+    let [co, wci, kh, kw] = weight.dims();
+    let [sh, sw] = stride;
+    let [ph, pw] = padding;
+    if wci != ci || sh == 0 || sw == 0 || h + 2 * ph < kh || w + 2 * pw < kw {
+        return Err((x, weight, bias));
+    }
+    let oh = (h + 2 * ph - kh) / sh + 1;
+    let ow = (w + 2 * pw - kw) / sw + 1;
+    let device = x.device();
+    let xv = host_vec(x);
+    let wv = host_vec(weight);
+    let bv = bias.map(host_vec);
+    let k = ci * kh * kw;
+    let plane = oh * ow;
+    // ~1024 output pixels per GEMM: the weight is packed once per GEMM, so fewer columns
+    // would re-pack it too often; more would grow the im2col buffer past the caches' use.
+    let band_rows = 1024usize.div_ceil(ow).clamp(1, oh);
+    let bands = oh.div_ceil(band_rows);
+    let tiles = b * bands;
+    let mut out = vec![0f32; b * co * plane];
+    let out_ptr = out.as_mut_ptr() as usize;
+    let threads = rayon::current_num_threads();
+    // Enough bands to share out: one single-threaded GEMM per band; else parallel GEMMs.
+    let (outer_parallel, gemm_par) = if tiles >= 2 * threads {
+        (true, gemm::Parallelism::None)
+    } else {
+        (false, gemm::Parallelism::Rayon(0))
+    };
+    let run_tile = |col: &mut Vec<f32>, t: usize| {
+        let (bi, band) = (t / bands, t % bands);
+        let r0 = band * band_rows;
+        let r1 = (r0 + band_rows).min(oh);
+        let n = (r1 - r0) * ow;
+        col.clear();
+        col.resize(k * n, 0.0);
+        let xb = &xv[bi * ci * h * w..(bi + 1) * ci * h * w];
+        for c in 0..ci {
+            let xc = &xb[c * h * w..(c + 1) * h * w];
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &mut col[((c * kh + i) * kw + j) * n..][..n];
+                    // Output columns x whose input column x·sw + j − pw lies inside [0, w).
+                    let x_lo = pw.saturating_sub(j).div_ceil(sw).min(ow);
+                    let x_hi = ((w + pw).saturating_sub(j)).div_ceil(sw).min(ow).max(x_lo);
+                    for r in r0..r1 {
+                        let dst = &mut row[(r - r0) * ow..][..ow];
+                        let y = (r * sh + i) as isize - ph as isize;
+                        if y < 0 || y >= h as isize || x_lo == x_hi {
+                            continue; // zero padding: the buffer is zeroed
+                        }
+                        let src = &xc[y as usize * w..][..w];
+                        let first = x_lo * sw + j - pw;
+                        if sw == 1 {
+                            dst[x_lo..x_hi].copy_from_slice(&src[first..first + (x_hi - x_lo)]);
+                        } else {
+                            for (d, s) in dst[x_lo..x_hi]
+                                .iter_mut()
+                                .zip(src[first..].iter().step_by(sw))
+                            {
+                                *d = *s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: tile `t` writes only rows `r0..r1` of image `bi`, disjoint from every
+        // other tile's; `out` outlives the parallel loop.
+        unsafe {
+            let dst = (out_ptr as *mut f32).add(bi * co * plane + r0 * ow);
+            gemm::gemm(
+                co,
+                n,
+                k,
+                dst,
+                1,
+                plane as isize,
+                false,
+                wv.as_ptr(),
+                1,
+                k as isize,
+                col.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_par,
+            );
+        }
+    };
+    if outer_parallel {
+        (0..tiles)
+            .into_par_iter()
+            .for_each_init(Vec::new, |col, t| run_tile(col, t));
+    } else {
+        let mut col = Vec::new();
+        (0..tiles).for_each(|t| run_tile(&mut col, t));
+    }
+    if let Some(bv) = bv {
+        out.par_chunks_mut(plane).enumerate().for_each(|(bc, p)| {
+            let v = bv[bc % co];
+            p.iter_mut().for_each(|a| *a += v);
+        });
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(out, vec![b, co, oh, ow]),
+        &device,
+    ))
 }

@@ -21,12 +21,25 @@ impl Linear {
     }
 
     /// `y = x Wᵀ + b` over the last axis.
+    ///
+    /// The leading axes are folded into rows and the product runs as one 2-D matmul
+    /// against the transposed weight *view*: burn's generic `linear` reshapes that view to
+    /// `[1, .., in, out]`, which on the CPU backends materialises a transposed copy of
+    /// the whole weight on every call (a third of CLIP-L's forward time, by profile).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(
-            x,
-            self.weight.val().transpose(),
-            self.bias.as_ref().map(|b| b.val()),
-        )
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let y = x
+            .reshape([rows, d_in])
+            .matmul(self.weight.val().transpose());
+        let y = match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<2>(),
+            None => y,
+        };
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        y.reshape(out)
     }
 
     /// Output width.

@@ -82,7 +82,14 @@ impl GroupNorm {
     pub fn forward_act<const D: usize>(&self, x: Tensor<D>, act: Option<Activation>) -> Tensor<D> {
         if matches!(act, None | Some(Activation::Silu)) && super::host::applies(&x) {
             let silu = act.is_some();
-            return super::host::group_norm(x, self.weight.val(), self.bias.val(), self.groups, self.eps, silu);
+            return super::host::group_norm(
+                x,
+                self.weight.val(),
+                self.bias.val(),
+                self.groups,
+                self.eps,
+                silu,
+            );
         }
         let dims = x.dims();
         let b = dims[0];

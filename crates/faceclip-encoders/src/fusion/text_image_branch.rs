@@ -104,7 +104,9 @@ impl TextImageBranchConfig {
             None => FuserConfig::upstream(text_embed_dim, text_cfg.context_length),
         };
         // Upstream default `init_logit_bias=None`: no `logit_bias` parameter.
-        let logit_bias = v.pointer("/params/init_logit_bias").is_some_and(|x| !x.is_null());
+        let logit_bias = v
+            .pointer("/params/init_logit_bias")
+            .is_some_and(|x| !x.is_null());
         Ok(Self {
             text_embed_dim,
             text_cfg,

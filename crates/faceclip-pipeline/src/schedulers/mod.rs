@@ -443,7 +443,10 @@ impl Scheduler for AnyScheduler {
         if dtype == DType::F32 {
             return dispatch!(self, s => Scheduler::step(s, model_output, timestep, sample));
         }
-        let (m, x) = (model_output.cast(FloatDType::F32), sample.cast(FloatDType::F32));
+        let (m, x) = (
+            model_output.cast(FloatDType::F32),
+            sample.cast(FloatDType::F32),
+        );
         let out = dispatch!(self, s => Scheduler::step(s, m, timestep, x))?;
         Ok(out.cast(FloatDType::from(dtype)))
     }

@@ -86,7 +86,10 @@ impl Generator {
     pub fn randn_like<const D: usize>(&mut self, like: &Tensor<D>) -> Tensor<D> {
         let shape = like.dims();
         let n = shape.iter().product();
-        Tensor::from_data(TensorData::new(self.randn_vec(n), shape.to_vec()), (&like.device(), like.dtype()))
+        Tensor::from_data(
+            TensorData::new(self.randn_vec(n), shape.to_vec()),
+            (&like.device(), like.dtype()),
+        )
     }
 }
 
