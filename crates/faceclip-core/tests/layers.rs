@@ -414,3 +414,46 @@ fn fused_cpu_paths_equal_the_generic_burn_ops() {
         close(&yf, &yn, 1e-6);
     }
 }
+
+/// The CPU convolutions (flex, f32: Winograd F(2x2,3x3) for 3x3 stride 1 with at least 16
+/// input channels, banded im2col otherwise) equal burn's generic convolution on ndarray,
+/// across odd and even sizes, paddings 0-2, stride 2, bias or none, and a batch of two.
+#[test]
+fn cpu_convolutions_equal_the_generic_burn_conv() {
+    use faceclip_core::layers::Conv2d;
+    let (flex, nd) = (
+        faceclip_core::device::parse_device("flex").unwrap(),
+        faceclip_core::device::parse_device("ndarray").unwrap(),
+    );
+    // (batch, in, out, h, w, kernel, stride, padding, bias)
+    let cases = [
+        (2, 16, 24, 7, 9, 3, 1, 1, true), // Winograd, odd output in both axes
+        (1, 32, 8, 8, 6, 3, 1, 1, false), // Winograd, even sizes, no bias
+        (1, 16, 4, 5, 5, 3, 1, 0, true),  // Winograd, no padding (3x3 output)
+        (1, 16, 4, 4, 3, 3, 1, 2, true),  // Winograd, padding 2 (wider than the input)
+        (1, 4, 8, 9, 7, 3, 1, 1, true),   // few input channels: im2col
+        (2, 16, 8, 9, 8, 3, 2, 1, true),  // stride 2: im2col
+        (1, 3, 6, 32, 32, 16, 16, 0, true), // ViT patch embedding shape
+        (1, 8, 5, 6, 7, 5, 1, 2, false),  // 5x5
+    ];
+    for (i, &(b, ci, co, h, w, k, s, p, bias)) in cases.iter().enumerate() {
+        let x = pseudo(b * ci * h * w, 100 + i as u64);
+        let wt = pseudo(co * ci * k * k, 200 + i as u64);
+        let bs = pseudo(co, 300 + i as u64);
+        let conv = |d: &Device| {
+            let mut t = vec![("weight", vec![co, ci, k, k], wt.clone())];
+            if bias {
+                t.push(("bias", vec![co], bs.clone()));
+            }
+            Conv2d::load(&vb_with(t, d), ci, co, k, s, p, bias)
+        };
+        let xf = t(&x, [b, ci, h, w], &flex);
+        let keep = xf.clone();
+        let yf = conv(&flex).forward(xf);
+        let yn = conv(&nd).forward(t(&x, [b, ci, h, w], &nd));
+        assert_eq!(yf.dims(), yn.dims(), "case {i}");
+        let yn: Vec<f64> = to_vec_f32(yn).iter().map(|&v| v as f64).collect();
+        close(&to_vec_f32(yf), &yn, 2e-5);
+        assert_eq!(to_vec_f32(keep), x, "case {i}: the input was modified");
+    }
+}

@@ -136,6 +136,52 @@ pub(crate) fn conv2d(
     let xv = host_vec(x);
     let wv = host_vec(weight);
     let bv = bias.map(host_vec);
+    let out = if kh == 3 && kw == 3 && sh == 1 && sw == 1 && ci >= WINOGRAD_MIN_CHANNELS {
+        conv3x3_winograd(
+            &xv,
+            &wv,
+            bv.as_deref(),
+            [b, ci, h, w],
+            co,
+            padding,
+            [oh, ow],
+        )
+    } else {
+        conv_im2col(
+            &xv,
+            &wv,
+            bv.as_deref(),
+            [b, ci, h, w],
+            [co, kh, kw],
+            stride,
+            padding,
+            [oh, ow],
+        )
+    };
+    Ok(Tensor::from_data(
+        TensorData::new(out, vec![b, co, oh, ow]),
+        &device,
+    ))
+}
+
+/// Below this many input channels a 3x3 convolution takes the im2col path: the transforms'
+/// cost is per input channel, the GEMM saving per (input, output) channel pair.
+#[cfg(feature = "flex")]
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// Banded im2col + GEMM (any kernel and stride); see [`conv2d`].
+#[cfg(feature = "flex")]
+#[allow(clippy::too_many_arguments)]
+fn conv_im2col(
+    xv: &[f32],
+    wv: &[f32],
+    bv: Option<&[f32]>,
+    [b, ci, h, w]: [usize; 4],
+    [co, kh, kw]: [usize; 3],
+    [sh, sw]: [usize; 2],
+    [ph, pw]: [usize; 2],
+    [oh, ow]: [usize; 2],
+) -> Vec<f32> {
     let k = ci * kh * kw;
     let plane = oh * ow;
     // ~1024 output pixels per GEMM: the weight is packed once per GEMM, so fewer columns
@@ -231,8 +277,232 @@ pub(crate) fn conv2d(
             p.iter_mut().for_each(|a| *a += v);
         });
     }
-    Ok(Tensor::from_data(
-        TensorData::new(out, vec![b, co, oh, ow]),
-        &device,
-    ))
+    out
+}
+
+/// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, 2016): each 2x2 output
+/// tile costs 16 multiply-adds per (in, out) channel pair instead of 36, so the GEMM work is
+/// 2.25x smaller than im2col's. Bands of tiles keep the transformed buffers cache-sized:
+/// per band, the input transform `V = Bᵀ d B` `[16, Cin, n]`, sixteen GEMMs `M[e] = U[e] V[e]`
+/// with the transformed weight `U = G g Gᵀ` `[16, Cout, Cin]`, and the output transform
+/// `Y = Aᵀ M A` (+ bias) written into the NCHW output.
+#[cfg(feature = "flex")]
+#[allow(clippy::too_many_arguments)]
+fn conv3x3_winograd(
+    xv: &[f32],
+    wv: &[f32],
+    bv: Option<&[f32]>,
+    [b, ci, h, w]: [usize; 4],
+    co: usize,
+    [ph, pw]: [usize; 2],
+    [oh, ow]: [usize; 2],
+) -> Vec<f32> {
+    // U[e][o][c], e = 4·row + col of the 4x4 transformed kernel.
+    let mut u = vec![0f32; 16 * co * ci];
+    let u_ptr = u.as_mut_ptr() as usize;
+    (0..co).into_par_iter().for_each(|o| {
+        for c in 0..ci {
+            let g = &wv[(o * ci + c) * 9..][..9];
+            let mut gg = [[0f32; 3]; 4]; // G g: 4x3
+            for j in 0..3 {
+                let col = wino_g([g[j], g[3 + j], g[6 + j]]);
+                for (i, v) in col.into_iter().enumerate() {
+                    gg[i][j] = v;
+                }
+            }
+            for (i, row) in gg.iter().enumerate() {
+                for (j, v) in wino_g(*row).into_iter().enumerate() {
+                    // SAFETY: (o, c) pairs are disjoint across the parallel loop.
+                    unsafe { *(u_ptr as *mut f32).add(((4 * i + j) * co + o) * ci + c) = v };
+                }
+            }
+        }
+    });
+    let (tiles_h, tiles_w) = (oh.div_ceil(2), ow.div_ceil(2));
+    // ~512 tiles per GEMM: enough columns to amortise packing U[e], buffers of a few MB.
+    let band_trows = 512usize.div_ceil(tiles_w).clamp(1, tiles_h);
+    let bands = tiles_h.div_ceil(band_trows);
+    let plane = oh * ow;
+    let mut out = vec![0f32; b * co * plane];
+    let out_ptr = out.as_mut_ptr() as usize;
+    let jobs = b * bands;
+    let threads = rayon::current_num_threads();
+    let (outer_parallel, gemm_par) = if jobs >= 2 * threads {
+        (true, gemm::Parallelism::None)
+    } else {
+        (false, gemm::Parallelism::Rayon(0))
+    };
+    let run_band = |buf: &mut (Vec<f32>, Vec<f32>), job: usize| {
+        let (bi, band) = (job / bands, job % bands);
+        let t0 = band * band_trows;
+        let t1 = (t0 + band_trows).min(tiles_h);
+        let n = (t1 - t0) * tiles_w;
+        let (v, m) = buf;
+        v.clear();
+        v.resize(16 * ci * n, 0.0);
+        m.clear();
+        m.resize(16 * co * n, 0.0);
+        let xb = &xv[bi * ci * h * w..(bi + 1) * ci * h * w];
+        let v_ptr = v.as_mut_ptr() as usize;
+        // Row-wise, vectorisable across tiles: four zero-padded input rows, their horizontal
+        // transform (stride-2 reads), then the vertical one stored contiguously in V.
+        let padded = 2 * tiles_w + 2;
+        (0..ci).into_par_iter().for_each_init(
+            || (vec![0f32; 4 * padded], vec![0f32; 16 * tiles_w]),
+            |(rows, hrow), c| {
+                let xc = &xb[c * h * w..(c + 1) * h * w];
+                for ty in t0..t1 {
+                    for (i, row) in rows.chunks_exact_mut(padded).enumerate() {
+                        row.fill(0.0);
+                        let y = (2 * ty + i) as isize - ph as isize;
+                        if y < 0 || y >= h as isize {
+                            continue;
+                        }
+                        // row[k] = x[y, k - pw] where that column exists.
+                        let lo = pw.min(padded);
+                        let len = w.min(padded - lo);
+                        row[lo..lo + len].copy_from_slice(&xc[y as usize * w..][..len]);
+                    }
+                    for (i, row) in rows.chunks_exact(padded).enumerate() {
+                        let hr = &mut hrow[i * 4 * tiles_w..(i + 1) * 4 * tiles_w];
+                        let (h0, rest) = hr.split_at_mut(tiles_w);
+                        let (h1, rest) = rest.split_at_mut(tiles_w);
+                        let (h2, h3) = rest.split_at_mut(tiles_w);
+                        for tx in 0..tiles_w {
+                            let [d0, d1, d2, d3] = wino_bt([
+                                row[2 * tx],
+                                row[2 * tx + 1],
+                                row[2 * tx + 2],
+                                row[2 * tx + 3],
+                            ]);
+                            h0[tx] = d0;
+                            h1[tx] = d1;
+                            h2[tx] = d2;
+                            h3[tx] = d3;
+                        }
+                    }
+                    let t = (ty - t0) * tiles_w;
+                    for jj in 0..4 {
+                        let r = |i: usize| &hrow[(i * 4 + jj) * tiles_w..][..tiles_w];
+                        let (a0, a1, a2, a3) = (r(0), r(1), r(2), r(3));
+                        // SAFETY: channel c writes only its own rows of V, tiles t..t+tiles_w.
+                        let dst = |e: usize| unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (v_ptr as *mut f32).add((e * ci + c) * n + t),
+                                tiles_w,
+                            )
+                        };
+                        let (v0, v1, v2, v3) = (dst(jj), dst(4 + jj), dst(8 + jj), dst(12 + jj));
+                        for tx in 0..tiles_w {
+                            let [b0, b1, b2, b3] = wino_bt([a0[tx], a1[tx], a2[tx], a3[tx]]);
+                            v0[tx] = b0;
+                            v1[tx] = b1;
+                            v2[tx] = b2;
+                            v3[tx] = b3;
+                        }
+                    }
+                }
+            },
+        );
+        for e in 0..16 {
+            // SAFETY: M[e] `[co, n]`, U[e] `[co, ci]`, V[e] `[ci, n]`, all row-major in bounds.
+            unsafe {
+                gemm::gemm(
+                    co,
+                    n,
+                    ci,
+                    m.as_mut_ptr().add(e * co * n),
+                    1,
+                    n as isize,
+                    false,
+                    u.as_ptr().add(e * co * ci),
+                    1,
+                    ci as isize,
+                    v.as_ptr().add(e * ci * n),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm_par,
+                );
+            }
+        }
+        let m = &*m;
+        // Vertical transform on contiguous tile rows of M, then the horizontal one
+        // interleaved into the output rows.
+        (0..co).into_par_iter().for_each_init(
+            || vec![0f32; 8 * tiles_w],
+            |am, o| {
+                let bias = bv.map_or(0.0, |bv| bv[o]);
+                for ty in t0..t1 {
+                    let t = (ty - t0) * tiles_w;
+                    for jj in 0..4 {
+                        let r = |i: usize| &m[((4 * i + jj) * co + o) * n + t..][..tiles_w];
+                        let (m0, m1, m2, m3) = (r(0), r(1), r(2), r(3));
+                        let (top, bottom) = am.split_at_mut(4 * tiles_w);
+                        let top = &mut top[jj * tiles_w..][..tiles_w];
+                        let bottom = &mut bottom[jj * tiles_w..][..tiles_w];
+                        for tx in 0..tiles_w {
+                            let [y0, y1] = wino_at([m0[tx], m1[tx], m2[tx], m3[tx]]);
+                            top[tx] = y0;
+                            bottom[tx] = y1;
+                        }
+                    }
+                    for i in 0..2 {
+                        let y = 2 * ty + i;
+                        if y >= oh {
+                            continue;
+                        }
+                        let c = |jj: usize| &am[(i * 4 + jj) * tiles_w..][..tiles_w];
+                        let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
+                        // SAFETY: output channel o of image bi, rows of this band only:
+                        // disjoint across channels and bands.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (out_ptr as *mut f32).add((bi * co + o) * plane + y * ow),
+                                ow,
+                            )
+                        };
+                        let (pairs, tail) = row.split_at_mut(ow / 2 * 2);
+                        for (tx, pair) in pairs.chunks_exact_mut(2).enumerate() {
+                            let [a, b] = wino_at([c0[tx], c1[tx], c2[tx], c3[tx]]);
+                            pair[0] = a + bias;
+                            pair[1] = b + bias;
+                        }
+                        if let Some(last) = tail.first_mut() {
+                            let tx = tiles_w - 1;
+                            *last = wino_at([c0[tx], c1[tx], c2[tx], c3[tx]])[0] + bias;
+                        }
+                    }
+                }
+            },
+        );
+    };
+    if outer_parallel {
+        (0..jobs)
+            .into_par_iter()
+            .for_each_init(|| (Vec::new(), Vec::new()), |buf, j| run_band(buf, j));
+    } else {
+        let mut buf = (Vec::new(), Vec::new());
+        (0..jobs).for_each(|j| run_band(&mut buf, j));
+    }
+    out
+}
+
+/// `G g` for one 3-vector: `G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]]`.
+fn wino_g([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
+    [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+}
+
+/// `Bᵀ d` for one 4-vector: `Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]]`.
+fn wino_bt([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
+    [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+}
+
+/// `Aᵀ m` for one 4-vector: `Aᵀ = [[1,1,1,0],[0,1,−1,−1]]`.
+fn wino_at([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
+    [m0 + m1 + m2, m1 - m2 - m3]
 }
