@@ -402,10 +402,28 @@ fn fused_cpu_paths_equal_the_generic_burn_ops() {
         assert_eq!(to_vec_f32(keep), x, "{act:?}: the input was modified");
     }
     for act in [
+        Activation::Gelu,
         Activation::GeluTanh,
         Activation::Silu,
         Activation::QuickGelu,
     ] {
+        // act(x)·y and the GEGLU halves form, against the same burn op chains.
+        let y = pseudo(x.len(), 24);
+        let got =
+            to_vec_f32(act.forward_mul(t(&x, [b * c, h * w], &flex), t(&y, [b * c, h * w], &flex)));
+        let want: Vec<f64> =
+            to_vec_f32(act.forward(t(&x, [b * c, h * w], &nd)) * t(&y, [b * c, h * w], &nd))
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+        close(&got, &want, 1e-6);
+        let got = to_vec_f32(act.forward_gated_halves(t(&x, [b, c * h * w], &flex)));
+        let half = c * h * w / 2;
+        let xn = t(&x, [b, c * h * w], &nd);
+        let want = xn.clone().narrow(1, 0, half) * act.forward(xn.narrow(1, half, half));
+        let want: Vec<f64> = to_vec_f32(want).iter().map(|&v| v as f64).collect();
+        close(&got, &want, 1e-6);
+
         let yf = to_vec_f32(act.forward(t(&x, [b * c, h * w], &flex)));
         let yn: Vec<f64> = to_vec_f32(act.forward(t(&x, [b * c, h * w], &nd)))
             .iter()

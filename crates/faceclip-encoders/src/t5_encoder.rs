@@ -385,7 +385,9 @@ impl T5Encoder {
             let h = blk.ff_norm.forward(x.clone());
             let h = match &blk.wi {
                 FfIn::Plain(wi) => self.act.forward(wi.forward(h)),
-                FfIn::Gated(wi0, wi1) => self.act.forward(wi0.forward(h.clone())) * wi1.forward(h),
+                FfIn::Gated(wi0, wi1) => {
+                    self.act.forward_mul(wi0.forward(h.clone()), wi1.forward(h))
+                }
             };
             x = x + blk.wo.forward(h);
             block_outputs.push(x.clone());

@@ -10,24 +10,18 @@ use crate::attention_processor::Attention;
 #[derive(Debug, Clone)]
 pub struct Geglu {
     pub proj: Linear,
-    dim_out: usize,
 }
 
 impl Geglu {
     pub fn load(vb: &VarBuilder, dim_in: usize, dim_out: usize) -> Self {
         Self {
             proj: Linear::load(&vb.pp("proj"), dim_in, dim_out * 2, true),
-            dim_out,
         }
     }
 
     /// `[B, L, dim_in]` -> `[B, L, dim_out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = self.proj.forward(x);
-        let [b, l, _] = y.dims();
-        let h = y.clone().slice([0..b, 0..l, 0..self.dim_out]);
-        let gate = y.slice([0..b, 0..l, self.dim_out..2 * self.dim_out]);
-        h * Activation::Gelu.forward(gate)
+        Activation::Gelu.forward_gated_halves(self.proj.forward(x))
     }
 }
 

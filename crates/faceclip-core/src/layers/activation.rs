@@ -34,13 +34,8 @@ impl Activation {
     /// Applies the activation elementwise.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         // On the CPU the composite ones run as one fused pass instead of several burn ops.
-        if matches!(self, Self::GeluTanh | Self::Silu | Self::QuickGelu) && super::host::applies(&x)
-        {
-            return match self {
-                Self::GeluTanh => super::host::map(x, super::host::gelu_tanh),
-                Self::Silu => super::host::map(x, super::host::silu),
-                _ => super::host::map(x, super::host::quick_gelu),
-            };
+        if let Some(f) = self.host_fn().filter(|_| super::host::applies(&x)) {
+            return super::host::map(x, f);
         }
         match self {
             Self::Gelu => act::gelu(x),
@@ -50,5 +45,40 @@ impl Activation {
             Self::Relu => act::relu(x),
             Self::Relu6 => act::relu6(x),
         }
+    }
+
+    /// `act(x)·other` (T5's gated feed-forward): one pass on the CPU.
+    pub fn forward_mul<const D: usize>(self, x: Tensor<D>, other: Tensor<D>) -> Tensor<D> {
+        if let Some(f) = self.host_fn()
+            && super::host::applies(&x)
+            && super::host::applies(&other)
+            && x.dims() == other.dims()
+        {
+            return super::host::mul_act(x, other, f);
+        }
+        self.forward(x) * other
+    }
+
+    /// `y[..., :d]·act(y[..., d:])` over `y` `[..., 2d]`: diffusers' `GEGLU` after its
+    /// projection (value half first, gate half second). One pass on the CPU.
+    pub fn forward_gated_halves<const D: usize>(self, y: Tensor<D>) -> Tensor<D> {
+        if let Some(f) = self.host_fn().filter(|_| super::host::applies(&y)) {
+            return super::host::gated_halves(y, f);
+        }
+        let dims = y.dims();
+        let d = dims[D - 1] / 2;
+        let value = y.clone().narrow(D - 1, 0, d);
+        value * self.forward(y.narrow(D - 1, d, d))
+    }
+
+    /// The fused CPU kernel for this activation, where there is one.
+    fn host_fn(self) -> Option<fn(f32) -> f32> {
+        Some(match self {
+            Self::Gelu => super::host::gelu_erf,
+            Self::GeluTanh => super::host::gelu_tanh,
+            Self::Silu => super::host::silu,
+            Self::QuickGelu => super::host::quick_gelu,
+            Self::Relu | Self::Relu6 => return None,
+        })
     }
 }
