@@ -1,6 +1,41 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation as act;
 
+/// The activations with a fused CPU kernel.
+#[derive(Clone, Copy)]
+enum HostAct {
+    Gelu,
+    GeluTanh,
+    Silu,
+    QuickGelu,
+}
+
+/// `$body` with `$f` bound to the fused function of `$h`: one arm per function item, so each
+/// body is monomorphised with the function inlined and vectorised (a `fn` pointer would make
+/// every element an indirect call).
+macro_rules! host_dispatch {
+    ($h:expr, |$f:ident| $body:expr) => {
+        match $h {
+            HostAct::Gelu => {
+                let $f = super::host::gelu_erf;
+                $body
+            }
+            HostAct::GeluTanh => {
+                let $f = super::host::gelu_tanh;
+                $body
+            }
+            HostAct::Silu => {
+                let $f = super::host::silu;
+                $body
+            }
+            HostAct::QuickGelu => {
+                let $f = super::host::quick_gelu;
+                $body
+            }
+        }
+    };
+}
+
 /// The activations the upstream models use, by their upstream names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -34,8 +69,8 @@ impl Activation {
     /// Applies the activation elementwise.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         // On the CPU the composite ones run as one fused pass instead of several burn ops.
-        if let Some(f) = self.host_fn().filter(|_| super::host::applies(&x)) {
-            return super::host::map(x, f);
+        if let Some(h) = self.host_act().filter(|_| super::host::applies(&x)) {
+            return host_dispatch!(h, |f| super::host::map(x, f));
         }
         match self {
             Self::Gelu => act::gelu(x),
@@ -49,12 +84,12 @@ impl Activation {
 
     /// `act(x)·other` (T5's gated feed-forward): one pass on the CPU.
     pub fn forward_mul<const D: usize>(self, x: Tensor<D>, other: Tensor<D>) -> Tensor<D> {
-        if let Some(f) = self.host_fn()
+        if let Some(h) = self.host_act()
             && super::host::applies(&x)
             && super::host::applies(&other)
             && x.dims() == other.dims()
         {
-            return super::host::mul_act(x, other, f);
+            return host_dispatch!(h, |f| super::host::mul_act(x, other, f));
         }
         self.forward(x) * other
     }
@@ -62,8 +97,8 @@ impl Activation {
     /// `y[..., :d]·act(y[..., d:])` over `y` `[..., 2d]`: diffusers' `GEGLU` after its
     /// projection (value half first, gate half second). One pass on the CPU.
     pub fn forward_gated_halves<const D: usize>(self, y: Tensor<D>) -> Tensor<D> {
-        if let Some(f) = self.host_fn().filter(|_| super::host::applies(&y)) {
-            return super::host::gated_halves(y, f);
+        if let Some(h) = self.host_act().filter(|_| super::host::applies(&y)) {
+            return host_dispatch!(h, |f| super::host::gated_halves(y, f));
         }
         let dims = y.dims();
         let d = dims[D - 1] / 2;
@@ -72,12 +107,12 @@ impl Activation {
     }
 
     /// The fused CPU kernel for this activation, where there is one.
-    fn host_fn(self) -> Option<fn(f32) -> f32> {
+    fn host_act(self) -> Option<HostAct> {
         Some(match self {
-            Self::Gelu => super::host::gelu_erf,
-            Self::GeluTanh => super::host::gelu_tanh,
-            Self::Silu => super::host::silu,
-            Self::QuickGelu => super::host::quick_gelu,
+            Self::Gelu => HostAct::Gelu,
+            Self::GeluTanh => HostAct::GeluTanh,
+            Self::Silu => HostAct::Silu,
+            Self::QuickGelu => HostAct::QuickGelu,
             Self::Relu | Self::Relu6 => return None,
         })
     }
