@@ -39,7 +39,11 @@ pub fn generate(
     opts: &GenerateOptions,
     device: &Device,
 ) -> Result<Vec<GeneratedImage>> {
-    if opts.width % 16 != 0 || opts.height % 16 != 0 || opts.width == 0 || opts.height == 0 {
+    if !opts.width.is_multiple_of(16)
+        || !opts.height.is_multiple_of(16)
+        || opts.width == 0
+        || opts.height == 0
+    {
         return Err(Error::invalid(format!(
             "width and height must be positive multiples of 16, got {}x{}",
             opts.width, opts.height
@@ -57,6 +61,11 @@ pub fn generate(
         let encoder = load_encoder(models, device)?;
         let tok = T5Tokenizer::from_file(&models.t5_tokenizer)?
             .with_max_length(encoder.face_t5().max_sequence_length())?;
+        let cut = tok
+            .encode(&[opts.prompt.as_str(), negative.as_str()])?
+            .truncated;
+        let limit = encoder.face_t5().max_sequence_length();
+        crate::warn_truncated(&[&opts.prompt, &negative], &cut, "T5", limit, opts.progress);
         let cond = encoder.encode(&vec![Some(crop); n], &vec![opts.prompt.clone(); n], &tok)?;
         let uncond = if true_cfg > 1.0 {
             Some(encoder.encode(&vec![None; n], &vec![negative.clone(); n], &tok)?)

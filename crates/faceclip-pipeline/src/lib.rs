@@ -68,6 +68,27 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| Error::config(path, e))
 }
 
+/// One stderr line per prompt the tokenizer cut (`truncated[i]` for `prompts[i]`), when the
+/// run shows progress: upstream truncates silently; the user should know the tail is ignored.
+pub(crate) fn warn_truncated(
+    prompts: &[&str],
+    truncated: &[bool],
+    tokenizer: &str,
+    limit: usize,
+    show: bool,
+) {
+    if !show {
+        return;
+    }
+    for (p, _) in prompts.iter().zip(truncated).filter(|(_, t)| **t) {
+        let head: String = p.chars().take(40).collect();
+        eprintln!(
+            "warning: the prompt \"{head}...\" is longer than {tokenizer}'s {limit} tokens; \
+             the rest is ignored (as upstream does)"
+        );
+    }
+}
+
 /// A progress bar over `steps` denoising steps with it/s (hidden when `show` is false).
 pub(crate) fn progress_bar(steps: usize, show: bool) -> indicatif::ProgressBar {
     if !show {

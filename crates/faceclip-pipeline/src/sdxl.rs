@@ -45,9 +45,21 @@ pub fn generate(
         .negative
         .clone()
         .unwrap_or_else(|| DEFAULT_NEGATIVE.to_string());
+    let prompt = format!("{} ", opts.prompt);
+    let cut = faceclip_encoders::tokenizer_clip::ClipTokenizer::new()?
+        .encode_openclip(&[prompt.as_str(), negative.as_str()])?
+        .truncated;
+    let limit = faceclip_encoders::tokenizer_clip::CONTEXT_LENGTH;
+    crate::warn_truncated(
+        &[&opts.prompt, &negative],
+        &cut,
+        "CLIP",
+        limit,
+        opts.progress,
+    );
     let (cond, uncond) = {
         let encoder = load_encoder(models, device)?;
-        let cond = encoder.encode(&vec![Some(crop); n], &vec![format!("{} ", opts.prompt); n])?;
+        let cond = encoder.encode(&vec![Some(crop); n], &vec![prompt; n])?;
         let uncond = encoder.encode(&vec![None; n], &vec![negative.clone(); n])?;
         (cond, uncond)
     };

@@ -541,8 +541,34 @@ fn over_long_prompt_is_truncated() {
         "--out",
         s(&out),
     ]);
-    // CLIP keeps 77 tokens (open_clip / CLIPTokenizer truncation); the rest is dropped.
-    let _ = o;
+    // CLIP keeps 77 tokens (open_clip / CLIPTokenizer truncation); the rest is dropped, and
+    // the run says so once (the default negative prompt fits: no line for it).
+    let err = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("\"garden garden")
+            && warnings[0].contains("longer than CLIP's 77 tokens"),
+        "{err}"
+    );
+    // FaceT5-FLUX: T5 keeps its max_sequence_length; the same line names T5.
+    let longer = vec!["garden"; 1200].join(" ");
+    let o = succeeds(&[
+        "flux",
+        "--demo",
+        "--steps",
+        "1",
+        "--prompt",
+        &longer,
+        "--out",
+        s(&dir.join("flux.png")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning:") && l.contains("longer than T5's")),
+        "{err}"
+    );
     let tok = faceclip_pipeline::encoders::tokenizer_clip::ClipTokenizer::new().unwrap();
     let b = tok.encode_openclip(&[&long]).unwrap();
     assert!(b.any_truncated());

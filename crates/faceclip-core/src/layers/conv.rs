@@ -45,7 +45,7 @@ impl Conv2d {
             if self.groups == 1 && kh * kw > 1 && super::host::applies(&x) {
                 match super::host::conv2d(x, weight, bias, self.stride, self.padding) {
                     Ok(y) => return y,
-                    Err(args) => args,
+                    Err(args) => *args,
                 }
             } else {
                 (x, weight, bias)

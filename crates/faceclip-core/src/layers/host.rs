@@ -153,7 +153,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let y = p * z + r + 1.0;
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
@@ -223,6 +223,10 @@ pub(crate) fn group_norm<const D: usize>(
     Tensor::from_data(TensorData::new(v, dims.to_vec()), &device)
 }
 
+/// The arguments of [`conv2d`], handed back when it declines.
+#[cfg(feature = "flex")]
+pub(crate) type ConvArgs = Box<(Tensor<4>, Tensor<4>, Option<Tensor<1>>)>;
+
 /// `conv2d` (groups 1, dilation 1) on NCHW `x` `[B, Cin, H, W]` with `weight`
 /// `[Cout, Cin, kh, kw]`: one GEMM per band of output rows, `W [Cout, Cin·kh·kw]` times the
 /// band's im2col matrix `[Cin·kh·kw, rows·W']`, written straight into the NCHW output.
@@ -231,8 +235,8 @@ pub(crate) fn group_norm<const D: usize>(
 /// on one thread, then scatters each tile's result back element by element with a
 /// channel-sized stride (a sixth of the SDXL VAE decode, by profile). Here the weight is
 /// already the GEMM's left operand in its PyTorch layout, the im2col rows are memcpys of
-/// input rows (stride 1), and the GEMM's destination is the output itself. Returns `None`
-/// when the kernel does not fit the padded input (the caller takes burn's path, which
+/// input rows (stride 1), and the GEMM's destination is the output itself. Hands the arguments
+/// back (`Err`) when the kernel does not fit the padded input (the caller takes burn's path, which
 /// reports it). Only call where [`applies`].
 #[cfg(feature = "flex")]
 pub(crate) fn conv2d(
@@ -241,13 +245,13 @@ pub(crate) fn conv2d(
     bias: Option<Tensor<1>>,
     stride: [usize; 2],
     padding: [usize; 2],
-) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>, Option<Tensor<1>>)> {
+) -> Result<Tensor<4>, ConvArgs> {
     let [b, ci, h, w] = x.dims();
     let [co, wci, kh, kw] = weight.dims();
     let [sh, sw] = stride;
     let [ph, pw] = padding;
     if wci != ci || sh == 0 || sw == 0 || h + 2 * ph < kh || w + 2 * pw < kw {
-        return Err((x, weight, bias));
+        return Err(Box::new((x, weight, bias)));
     }
     let oh = (h + 2 * ph - kh) / sh + 1;
     let ow = (w + 2 * pw - kw) / sw + 1;
