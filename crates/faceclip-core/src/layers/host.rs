@@ -4,14 +4,14 @@
 //! reads for the statistics and one read-write for normalise, affine and activation. Other
 //! backends and dtypes take the generic burn path, which stays the reference.
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 /// Whether `x` lives on the flex CPU backend in f32, where these kernels apply.
 pub(crate) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     #[cfg(feature = "flex")]
     {
-        x.dtype() == DType::F32 && x.device() == Device::flex()
+        x.dtype() == burn::tensor::DType::F32 && x.device() == burn::tensor::Device::flex()
     }
     #[cfg(not(feature = "flex"))]
     {
@@ -616,16 +616,19 @@ fn conv3x3_winograd(
 }
 
 /// `G g` for one 3-vector: `G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]]`.
+#[cfg(feature = "flex")]
 fn wino_g([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
     [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
 }
 
 /// `Bᵀ d` for one 4-vector: `Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]]`.
+#[cfg(feature = "flex")]
 fn wino_bt([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
     [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
 }
 
 /// `Aᵀ m` for one 4-vector: `Aᵀ = [[1,1,1,0],[0,1,−1,−1]]`.
+#[cfg(feature = "flex")]
 fn wino_at([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
     [m0 + m1 + m2, m1 - m2 - m3]
 }
