@@ -44,31 +44,37 @@ fn keys_of<'a>(fixture: &'a Fixture, field: &str) -> Vec<&'a str> {
         .unwrap_or_default()
 }
 
-fn compare_mid(
+/// A tensor's shape and values, so intermediate maps of different ranks share one list.
+fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+    (t.dims().to_vec(), to_vec_f32(t))
+}
+
+/// Compares each `(name, map)` with the fixture's `mid.{name}` at `(atol, rtol)` (only those
+/// it holds when `only_present`).
+fn compare_mids(
     fixture: &Fixture,
-    name: &str,
-    got: Vec<f32>,
-    got_shape: &[usize],
-    atol: f64,
-    rtol: f64,
-) -> Result<Comparison> {
-    let (shape, want) = fixture.f32(&format!("mid.{name}"))?;
-    Ok(Comparison::new(
-        &format!("mid.{name}"),
-        got_shape,
-        &got,
-        &shape,
-        &want,
-        atol,
-        rtol,
-    ))
+    report: &mut ParityReport,
+    mids: Vec<(&str, (Vec<usize>, Vec<f32>))>,
+    only_present: bool,
+    (atol, rtol): (f64, f64),
+) -> Result<()> {
+    for (name, (got_shape, got)) in mids {
+        let key = format!("mid.{name}");
+        if only_present && !fixture.has(&key) {
+            continue;
+        }
+        let (shape, want) = fixture.f32(&key)?;
+        report.push(Comparison::new(
+            &key, &got_shape, &got, &shape, &want, atol, rtol,
+        ));
+    }
+    Ok(())
 }
 
 /// `mtcnn`: each `in.{p,r,o}net_input*` through its net, against the matching `out.*`
 /// (and the `mid.*` maps of the first P-Net input and of R-Net / O-Net).
 pub fn run_mtcnn(fixture: &Fixture, device: &Device) -> Result<ParityReport> {
     let mtcnn = Mtcnn::load(fixture.weights()?, device)?;
-    let (atol, rtol) = fixture.tolerance();
     let mut report = ParityReport::default();
     let mut inputs = keys_of(fixture, "inputs");
     inputs.sort();
@@ -79,80 +85,34 @@ pub fn run_mtcnn(fixture: &Fixture, device: &Device) -> Result<ParityReport> {
             report.push(fixture.check(&format!("pnet_reg{suffix}"), reg.into_data())?);
             report.push(fixture.check(&format!("pnet_prob{suffix}"), prob.into_data())?);
             if suffix.is_empty() {
-                for (n, t) in [
-                    ("pnet_pool1", mids.pool1),
-                    ("pnet_prelu2", mids.prelu2),
-                    ("pnet_prelu3", mids.prelu3),
-                ] {
-                    if fixture.has(&format!("mid.{n}")) {
-                        let s = t.dims().to_vec();
-                        report.push(compare_mid(fixture, n, to_vec_f32(t), &s, atol, rtol)?);
-                    }
-                }
+                let maps = vec![
+                    ("pnet_pool1", host(mids.pool1)),
+                    ("pnet_prelu2", host(mids.prelu2)),
+                    ("pnet_prelu3", host(mids.prelu3)),
+                ];
+                compare_mids(fixture, &mut report, maps, true, fixture.tolerance())?;
             }
         } else if name == "rnet_input" {
             let (reg, prob, mids) = mtcnn.rnet.forward_mids(x);
             report.push(fixture.check("rnet_reg", reg.into_data())?);
             report.push(fixture.check("rnet_prob", prob.into_data())?);
-            let s3 = mids.prelu3.dims().to_vec();
-            let sf = mids.flat.dims().to_vec();
-            let s4 = mids.prelu4.dims().to_vec();
-            report.push(compare_mid(
-                fixture,
-                "rnet_prelu3",
-                to_vec_f32(mids.prelu3),
-                &s3,
-                atol,
-                rtol,
-            )?);
-            report.push(compare_mid(
-                fixture,
-                "rnet_flat",
-                to_vec_f32(mids.flat),
-                &sf,
-                atol,
-                rtol,
-            )?);
-            report.push(compare_mid(
-                fixture,
-                "rnet_prelu4",
-                to_vec_f32(mids.prelu4),
-                &s4,
-                atol,
-                rtol,
-            )?);
+            let maps = vec![
+                ("rnet_prelu3", host(mids.prelu3)),
+                ("rnet_flat", host(mids.flat)),
+                ("rnet_prelu4", host(mids.prelu4)),
+            ];
+            compare_mids(fixture, &mut report, maps, false, fixture.tolerance())?;
         } else if name == "onet_input" {
             let (out, mids) = mtcnn.onet.forward_mids(x);
             report.push(fixture.check("onet_reg", out.reg.into_data())?);
             report.push(fixture.check("onet_landmarks", out.landmarks.into_data())?);
             report.push(fixture.check("onet_prob", out.prob.into_data())?);
-            let s4 = mids.prelu4.dims().to_vec();
-            let sf = mids.flat.dims().to_vec();
-            let s5 = mids.prelu5.dims().to_vec();
-            report.push(compare_mid(
-                fixture,
-                "onet_prelu4",
-                to_vec_f32(mids.prelu4),
-                &s4,
-                atol,
-                rtol,
-            )?);
-            report.push(compare_mid(
-                fixture,
-                "onet_flat",
-                to_vec_f32(mids.flat),
-                &sf,
-                atol,
-                rtol,
-            )?);
-            report.push(compare_mid(
-                fixture,
-                "onet_prelu5",
-                to_vec_f32(mids.prelu5),
-                &s5,
-                atol,
-                rtol,
-            )?);
+            let maps = vec![
+                ("onet_prelu4", host(mids.prelu4)),
+                ("onet_flat", host(mids.flat)),
+                ("onet_prelu5", host(mids.prelu5)),
+            ];
+            compare_mids(fixture, &mut report, maps, false, fixture.tolerance())?;
         } else {
             return Err(meta_err(fixture, format!("unknown mtcnn input `{name}`")));
         }
@@ -366,14 +326,9 @@ pub fn run_face_align(fixture: &Fixture) -> Result<ParityReport> {
                 .flatten()
                 .map(|&x| x as f32)
                 .collect();
-            report.push(compare_mid(
-                fixture,
-                &format!("inverse_f64_{k}"),
-                inv,
-                &[2, 3],
-                ma,
-                mr,
-            )?);
+            let name = format!("inverse_f64_{k}");
+            let maps = vec![(name.as_str(), (vec![2, 3], inv))];
+            compare_mids(fixture, &mut report, maps, false, (ma, mr))?;
         }
         let rel = photo_of(k)
             .ok_or_else(|| meta_err(fixture, format!("no extra.faces entry for face {k}")))?;
