@@ -292,6 +292,65 @@ pub(crate) fn conv2d(
 #[cfg(feature = "flex")]
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
+/// `dst = a·b` with `a` `[m, k]` and `b` `[k, n]` row-major and contiguous, `dst` `[m, n]`
+/// row-major with row stride `dst_rs`.
+///
+/// # Safety
+/// The three pointers must cover those extents, and `dst` must not alias `a` or `b`.
+#[cfg(feature = "flex")]
+unsafe fn gemm_rows(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_rs: usize,
+    a: *const f32,
+    b: *const f32,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            a,
+            1,
+            k as isize,
+            b,
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `job(scratch, j, gemm_parallelism)` for every `j < jobs`: spread over the threads with
+/// single-threaded GEMMs when there are enough jobs to share out, else one after another with
+/// parallel GEMMs. `scratch` is a per-thread buffer made by `init`.
+#[cfg(feature = "flex")]
+fn for_each_job<S>(
+    jobs: usize,
+    init: impl Fn() -> S + Sync + Send,
+    job: impl Fn(&mut S, usize, gemm::Parallelism) + Sync + Send,
+) {
+    if jobs >= 2 * rayon::current_num_threads() {
+        (0..jobs)
+            .into_par_iter()
+            .for_each_init(init, |s, j| job(s, j, gemm::Parallelism::None));
+    } else {
+        let mut s = init();
+        (0..jobs).for_each(|j| job(&mut s, j, gemm::Parallelism::Rayon(0)));
+    }
+}
+
 /// Banded im2col + GEMM (any kernel and stride); see [`conv2d`].
 #[cfg(feature = "flex")]
 #[allow(clippy::too_many_arguments)]
@@ -314,14 +373,7 @@ fn conv_im2col(
     let tiles = b * bands;
     let mut out = vec![0f32; b * co * plane];
     let out_ptr = out.as_mut_ptr() as usize;
-    let threads = rayon::current_num_threads();
-    // Enough bands to share out: one single-threaded GEMM per band; else parallel GEMMs.
-    let (outer_parallel, gemm_par) = if tiles >= 2 * threads {
-        (true, gemm::Parallelism::None)
-    } else {
-        (false, gemm::Parallelism::Rayon(0))
-    };
-    let run_tile = |col: &mut Vec<f32>, t: usize| {
+    let run_tile = |col: &mut Vec<f32>, t: usize, gemm_par: gemm::Parallelism| {
         let (bi, band) = (t / bands, t % bands);
         let r0 = band * band_rows;
         let r1 = (r0 + band_rows).min(oh);
@@ -363,37 +415,10 @@ fn conv_im2col(
         // other tile's; `out` outlives the parallel loop.
         unsafe {
             let dst = (out_ptr as *mut f32).add(bi * co * plane + r0 * ow);
-            gemm::gemm(
-                co,
-                n,
-                k,
-                dst,
-                1,
-                plane as isize,
-                false,
-                wv.as_ptr(),
-                1,
-                k as isize,
-                col.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm_par,
-            );
+            gemm_rows([co, n, k], dst, plane, wv.as_ptr(), col.as_ptr(), gemm_par);
         }
     };
-    if outer_parallel {
-        (0..tiles)
-            .into_par_iter()
-            .for_each_init(Vec::new, |col, t| run_tile(col, t));
-    } else {
-        let mut col = Vec::new();
-        (0..tiles).for_each(|t| run_tile(&mut col, t));
-    }
+    for_each_job(tiles, Vec::new, run_tile);
     if let Some(bv) = bv {
         out.par_chunks_mut(plane).enumerate().for_each(|(bc, p)| {
             let v = bv[bc % co];
@@ -449,13 +474,7 @@ fn conv3x3_winograd(
     let mut out = vec![0f32; b * co * plane];
     let out_ptr = out.as_mut_ptr() as usize;
     let jobs = b * bands;
-    let threads = rayon::current_num_threads();
-    let (outer_parallel, gemm_par) = if jobs >= 2 * threads {
-        (true, gemm::Parallelism::None)
-    } else {
-        (false, gemm::Parallelism::Rayon(0))
-    };
-    let run_band = |buf: &mut (Vec<f32>, Vec<f32>), job: usize| {
+    let run_band = |buf: &mut (Vec<f32>, Vec<f32>), job: usize, gemm_par: gemm::Parallelism| {
         let (bi, band) = (job / bands, job % bands);
         let t0 = band * band_trows;
         let t1 = (t0 + band_trows).min(tiles_h);
@@ -530,25 +549,12 @@ fn conv3x3_winograd(
         for e in 0..16 {
             // SAFETY: M[e] `[co, n]`, U[e] `[co, ci]`, V[e] `[ci, n]`, all row-major in bounds.
             unsafe {
-                gemm::gemm(
-                    co,
-                    n,
-                    ci,
+                gemm_rows(
+                    [co, n, ci],
                     m.as_mut_ptr().add(e * co * n),
-                    1,
-                    n as isize,
-                    false,
+                    n,
                     u.as_ptr().add(e * co * ci),
-                    1,
-                    ci as isize,
                     v.as_ptr().add(e * ci * n),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
                     gemm_par,
                 );
             }
@@ -604,14 +610,7 @@ fn conv3x3_winograd(
             },
         );
     };
-    if outer_parallel {
-        (0..jobs)
-            .into_par_iter()
-            .for_each_init(|| (Vec::new(), Vec::new()), |buf, j| run_band(buf, j));
-    } else {
-        let mut buf = (Vec::new(), Vec::new());
-        (0..jobs).for_each(|j| run_band(&mut buf, j));
-    }
+    for_each_job(jobs, || (Vec::new(), Vec::new()), run_band);
     out
 }
 
