@@ -44,8 +44,10 @@ fn keys_of<'a>(fixture: &'a Fixture, field: &str) -> Vec<&'a str> {
         .unwrap_or_default()
 }
 
-/// A tensor's shape and values, so intermediate maps of different ranks share one list.
-fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+/// A map's shape and values, so intermediate maps of different ranks share one list.
+type HostMap = (Vec<usize>, Vec<f32>);
+
+fn host<const D: usize>(t: Tensor<D>) -> HostMap {
     (t.dims().to_vec(), to_vec_f32(t))
 }
 
@@ -54,7 +56,7 @@ fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
 fn compare_mids(
     fixture: &Fixture,
     report: &mut ParityReport,
-    mids: Vec<(&str, (Vec<usize>, Vec<f32>))>,
+    mids: Vec<(&str, HostMap)>,
     only_present: bool,
     (atol, rtol): (f64, f64),
 ) -> Result<()> {

@@ -16,7 +16,7 @@ use faceclip_unet::{AutoencoderKL, AutoencoderKLConfig};
 
 use crate::models::FluxModels;
 use crate::schedulers::{AnyScheduler, Scheduler, SchedulerKind, read_scheduler_config};
-use crate::{FaceInput, GenerateOptions, GeneratedImage, check_finite, progress_bar};
+use crate::{FaceInput, FixtureCall, GenerateOptions, GeneratedImage, check_finite, progress_bar};
 
 pub use faceclip_encoders::fusion::{FLUX_NEGATIVE_PROMPT as DEFAULT_NEGATIVE, FluxConditioning};
 
@@ -193,39 +193,21 @@ pub fn decode(
 
 /// Parity on the `pipeline_flux` fixture; compares `out.image` `[B, H, W, 3]`.
 pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
-    let meta = fx.dir.join("meta.json");
     let tcfg: faceclip_dit::FluxTransformerConfig = fx.config_as("/transformer")?;
     let vae_cfg: faceclip_unet::AutoencoderKLConfig = fx.config_as("/vae")?;
     let transformer =
         FluxTransformer2DModel::load(&fx.weights_from("transformer")?, &tcfg, device)?;
     let vae = AutoencoderKL::load(fx.weights_from("vae")?, &vae_cfg, device)?;
-    let mut scheduler = AnyScheduler::with_kind(
-        SchedulerKind::FlowMatchEulerDiscrete,
-        fx.config()
-            .get("scheduler")
-            .unwrap_or(&serde_json::Value::Null),
-    )?;
-    let call = fx
-        .extra()
-        .get("call")
-        .ok_or_else(|| Error::config(&meta, "no extra.call"))?;
-    let get = |k: &str| {
-        call.get(k)
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| Error::config(&meta, format!("no extra.call.{k}")))
-    };
-    let (h, w) = (get("height")? as usize, get("width")? as usize);
-    let steps = get("num_inference_steps")? as usize;
-    let guidance = get("guidance_scale")? as f32;
-    let true_cfg = get("true_cfg_scale")? as f32;
-    let cond = FluxConditioning {
-        prompt_embeds: fx.tensor("in.prompt_embeds", device)?,
-        pooled: fx.tensor("in.pooled_prompt_embeds", device)?,
-    };
-    let uncond = FluxConditioning {
-        prompt_embeds: fx.tensor("in.negative_prompt_embeds", device)?,
-        pooled: fx.tensor("in.negative_pooled_prompt_embeds", device)?,
-    };
+    let call = FixtureCall::read(fx, SchedulerKind::FlowMatchEulerDiscrete, device)?;
+    let (h, w) = (call.num("height")? as usize, call.num("width")? as usize);
+    let steps = call.num("num_inference_steps")? as usize;
+    let guidance = call.num("guidance_scale")? as f32;
+    let true_cfg = call.num("true_cfg_scale")? as f32;
+    let mut scheduler = call.scheduler;
+    let [cond, uncond] = [call.cond, call.uncond].map(|(prompt_embeds, pooled)| FluxConditioning {
+        prompt_embeds,
+        pooled,
+    });
     let f = vae.downscale_factor();
     let (lh, lw) = (h / f, w / f);
     let noise = fx.tensor::<3>("in.latents", device)?;

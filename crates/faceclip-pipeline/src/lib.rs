@@ -62,6 +62,55 @@ pub(crate) fn check_finite_images(x: &Tensor<4>) -> Result<()> {
     Ok(())
 }
 
+/// What a pipeline fixture (`pipeline_sdxl`, `pipeline_flux`) gives both pipelines' parity
+/// checks: the scheduler of kind `kind` from its `config.scheduler`, the numbers of its
+/// `extra.call`, and its (positive, negative) conditioning `(prompt_embeds, pooled)`.
+pub(crate) struct FixtureCall {
+    pub scheduler: schedulers::AnyScheduler,
+    pub cond: (Tensor<3>, Tensor<2>),
+    pub uncond: (Tensor<3>, Tensor<2>),
+    call: serde_json::Value,
+    meta: PathBuf,
+}
+
+impl FixtureCall {
+    pub fn read(fx: &faceclip_core::Fixture, kind: SchedulerKind, device: &Device) -> Result<Self> {
+        let meta = fx.dir.join("meta.json");
+        let scheduler = schedulers::AnyScheduler::with_kind(
+            kind,
+            fx.config()
+                .get("scheduler")
+                .unwrap_or(&serde_json::Value::Null),
+        )?;
+        let call = fx
+            .extra()
+            .get("call")
+            .cloned()
+            .ok_or_else(|| Error::config(&meta, "no extra.call"))?;
+        let embeds = |neg: &str| -> Result<(Tensor<3>, Tensor<2>)> {
+            Ok((
+                fx.tensor(&format!("in.{neg}prompt_embeds"), device)?,
+                fx.tensor(&format!("in.{neg}pooled_prompt_embeds"), device)?,
+            ))
+        };
+        Ok(Self {
+            scheduler,
+            cond: embeds("")?,
+            uncond: embeds("negative_")?,
+            call,
+            meta,
+        })
+    }
+
+    /// The number `extra.call.{key}`.
+    pub fn num(&self, key: &str) -> Result<f64> {
+        self.call
+            .get(key)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| Error::config(&self.meta, format!("no extra.call.{key}")))
+    }
+}
+
 /// Reads a JSON file.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

@@ -12,7 +12,10 @@ use faceclip_unet::{AutoencoderKL, UNet2DConditionConfig, UNet2DConditionModel};
 
 use crate::models::SdxlModels;
 use crate::schedulers::{AnyScheduler, Scheduler, read_scheduler_config};
-use crate::{FaceInput, GenerateOptions, GeneratedImage, check_finite, postprocess, progress_bar};
+use crate::{
+    FaceInput, FixtureCall, GenerateOptions, GeneratedImage, check_finite, postprocess,
+    progress_bar,
+};
 
 /// Loads the FaceCLIP-L/G encoder of `models` (its config file when present, else the
 /// released configuration).
@@ -33,7 +36,11 @@ pub fn generate(
     opts: &GenerateOptions,
     device: &Device,
 ) -> Result<Vec<GeneratedImage>> {
-    if opts.width % 8 != 0 || opts.height % 8 != 0 || opts.width == 0 || opts.height == 0 {
+    if !opts.width.is_multiple_of(8)
+        || !opts.height.is_multiple_of(8)
+        || opts.width == 0
+        || opts.height == 0
+    {
         return Err(Error::invalid(format!(
             "width and height must be positive multiples of 8, got {}x{}",
             opts.width, opts.height
@@ -215,37 +222,19 @@ pub fn decode(vae: &AutoencoderKL, latents: Tensor<4>) -> Result<Tensor<4>> {
 /// VAE (from `extra.weights_from`) and scheduler config, the call in `extra.call`; compares
 /// `out.image` `[B, H, W, 3]`.
 pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
-    let meta = fx.dir.join("meta.json");
     let unet_cfg: faceclip_unet::UNet2DConditionConfig = fx.config_as("/unet")?;
     let vae_cfg: faceclip_unet::AutoencoderKLConfig = fx.config_as("/vae")?;
     let unet = UNet2DConditionModel::load(fx.weights_from("unet")?, &unet_cfg, device)?;
     let vae = AutoencoderKL::load(fx.weights_from("vae")?, &vae_cfg, device)?;
-    let mut scheduler = AnyScheduler::with_kind(
-        crate::schedulers::SchedulerKind::EulerDiscrete,
-        fx.config()
-            .get("scheduler")
-            .unwrap_or(&serde_json::Value::Null),
-    )?;
-    let call = fx
-        .extra()
-        .get("call")
-        .ok_or_else(|| Error::config(&meta, "no extra.call"))?;
-    let get = |k: &str| {
-        call.get(k)
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| Error::config(&meta, format!("no extra.call.{k}")))
-    };
-    let (h, w) = (get("height")? as usize, get("width")? as usize);
-    let steps = get("num_inference_steps")? as usize;
-    let guidance = get("guidance_scale")? as f32;
-    let cond = SdxlConditioning {
-        prompt_embeds: fx.tensor("in.prompt_embeds", device)?,
-        pooled: fx.tensor("in.pooled_prompt_embeds", device)?,
-    };
-    let uncond = SdxlConditioning {
-        prompt_embeds: fx.tensor("in.negative_prompt_embeds", device)?,
-        pooled: fx.tensor("in.negative_pooled_prompt_embeds", device)?,
-    };
+    let call = FixtureCall::read(fx, crate::schedulers::SchedulerKind::EulerDiscrete, device)?;
+    let (h, w) = (call.num("height")? as usize, call.num("width")? as usize);
+    let steps = call.num("num_inference_steps")? as usize;
+    let guidance = call.num("guidance_scale")? as f32;
+    let mut scheduler = call.scheduler;
+    let [cond, uncond] = [call.cond, call.uncond].map(|(prompt_embeds, pooled)| SdxlConditioning {
+        prompt_embeds,
+        pooled,
+    });
     let noise = fx.tensor::<4>("in.latents", device)?;
     let x = denoise(
         &unet,
