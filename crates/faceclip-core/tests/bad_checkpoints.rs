@@ -220,28 +220,12 @@ fn wrong_dtype_and_missing_tensor_are_typed_errors() {
 
 // ------------------------------------------------------------------------------ .pt
 
-/// CRC-32 (IEEE), for the stored ZIP entries below.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// A ZIP archive of uncompressed entries, as `torch.save` writes them.
 fn stored_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let (mut out, mut central) = (Vec::new(), Vec::new());
     for (name, data) in entries {
         let offset = out.len() as u32;
-        let crc = crc32(data);
+        let crc = crc32fast::hash(data);
         let common = |v: &mut Vec<u8>| {
             v.extend_from_slice(&20u16.to_le_bytes()); // version needed
             v.extend_from_slice(&0u16.to_le_bytes()); // flags
