@@ -5,7 +5,7 @@
 //! (default 3.5: two transformer passes a step, positive first) with distilled guidance
 //! (default 1.0); VAE decode with shift and scale.
 
-use faceclip_core::{Checkpoint, Device, Error, Fixture, ParityReport, Result, Tensor, TensorData};
+use faceclip_core::{Checkpoint, Device, Fixture, ParityReport, Result, Tensor, TensorData};
 use faceclip_dit::{
     FluxTransformer2DModel, FluxTransformerConfig, image_ids, pack_latents, text_ids,
     unpack_latents,
@@ -39,16 +39,7 @@ pub fn generate(
     opts: &GenerateOptions,
     device: &Device,
 ) -> Result<Vec<GeneratedImage>> {
-    if !opts.width.is_multiple_of(16)
-        || !opts.height.is_multiple_of(16)
-        || opts.width == 0
-        || opts.height == 0
-    {
-        return Err(Error::invalid(format!(
-            "width and height must be positive multiples of 16, got {}x{}",
-            opts.width, opts.height
-        )));
-    }
+    opts.check_size(16)?;
     let crop = face.aligned_crop(device)?;
     let n = opts.num_images;
     let negative = opts

@@ -240,6 +240,19 @@ pub struct GenerateOptions {
 }
 
 impl GenerateOptions {
+    /// A typed error unless width and height are positive multiples of `multiple` (the VAE's
+    /// downscale, times FLUX's 2x2 packing).
+    pub(crate) fn check_size(&self, multiple: usize) -> Result<()> {
+        let fits = |x: usize| x > 0 && x.is_multiple_of(multiple);
+        if fits(self.width) && fits(self.height) {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "width and height must be positive multiples of {multiple}, got {}x{}",
+            self.width, self.height
+        )))
+    }
+
     /// Upstream's SDXL defaults: 864x1152, 50 Euler steps, CFG 5.0, seed 453563.
     pub fn sdxl(prompt: &str) -> Self {
         Self {

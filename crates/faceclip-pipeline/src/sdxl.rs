@@ -6,7 +6,7 @@
 //! guidance (default 5.0), SDXL micro-conditioning time ids `(H, W, 0, 0, H, W)`, Euler steps,
 //! VAE decode.
 
-use faceclip_core::{Checkpoint, Device, Error, Fixture, ParityReport, Result, Tensor, TensorData};
+use faceclip_core::{Checkpoint, Device, Fixture, ParityReport, Result, Tensor, TensorData};
 use faceclip_encoders::fusion::{FaceClipSdxlConfig, FaceClipSdxlEncoder};
 use faceclip_unet::{AutoencoderKL, UNet2DConditionConfig, UNet2DConditionModel};
 
@@ -36,16 +36,7 @@ pub fn generate(
     opts: &GenerateOptions,
     device: &Device,
 ) -> Result<Vec<GeneratedImage>> {
-    if !opts.width.is_multiple_of(8)
-        || !opts.height.is_multiple_of(8)
-        || opts.width == 0
-        || opts.height == 0
-    {
-        return Err(Error::invalid(format!(
-            "width and height must be positive multiples of 8, got {}x{}",
-            opts.width, opts.height
-        )));
-    }
+    opts.check_size(8)?;
     let crop = face.aligned_crop(device)?;
     let n = opts.num_images;
     let negative = opts
