@@ -379,6 +379,22 @@ pub fn check_same_shape<const D: usize>(what: &str, a: &Tensor<D>, b: &Tensor<D>
     Ok(())
 }
 
+/// The Euler family's `init_noise_sigma`: `max σ` for linspace/trailing spacing,
+/// `sqrt(max σ² + 1)` for leading (float32); it depends on N because the max is the first
+/// inference sigma.
+pub fn euler_init_noise_sigma(sigmas: &[f32], spacing: TimestepSpacing) -> f32 {
+    let m = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    match spacing {
+        TimestepSpacing::Linspace | TimestepSpacing::Trailing => m,
+        TimestepSpacing::Leading => (m * m + 1.0).sqrt(),
+    }
+}
+
+/// The Euler family's `scale_model_input`: `sample / sqrt(σ² + 1)`.
+pub fn euler_scale_model_input<const D: usize>(sample: Tensor<D>, sigma: f32) -> Tensor<D> {
+    sample.div_scalar((sigma * sigma + 1.0).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,20 +429,4 @@ mod tests {
         assert_eq!(np_round(2.5), 2.0);
         assert_eq!(np_round(3.5), 4.0);
     }
-}
-
-/// The Euler family's `init_noise_sigma`: `max σ` for linspace/trailing spacing,
-/// `sqrt(max σ² + 1)` for leading (float32); it depends on N because the max is the first
-/// inference sigma.
-pub fn euler_init_noise_sigma(sigmas: &[f32], spacing: TimestepSpacing) -> f32 {
-    let m = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    match spacing {
-        TimestepSpacing::Linspace | TimestepSpacing::Trailing => m,
-        TimestepSpacing::Leading => (m * m + 1.0).sqrt(),
-    }
-}
-
-/// The Euler family's `scale_model_input`: `sample / sqrt(σ² + 1)`.
-pub fn euler_scale_model_input<const D: usize>(sample: Tensor<D>, sigma: f32) -> Tensor<D> {
-    sample.div_scalar((sigma * sigma + 1.0).sqrt())
 }
