@@ -3,6 +3,7 @@
 //! - [`error`]: the one error type, whose messages name the file, key and shapes.
 //! - [`checkpoint`]: `.safetensors` (mmap, sharded) and PyTorch `.pt` reading.
 //! - [`var_builder`]: the one loading path; coverage reports; lazy full-size builds.
+//! - [`lora`]: LoRA files (diffusers/PEFT, kohya, XLabs) merged into weights as they load.
 //! - [`layers`]: linear, conv, norms, activations, attention, embeddings.
 //! - [`image`]: image files <-> tensors, PyTorch's bilinear resize, PNG with metadata.
 //! - [`device`]: backend names -> burn devices.
@@ -16,6 +17,7 @@ pub mod fuzzing;
 pub mod image;
 pub mod io;
 pub mod layers;
+pub mod lora;
 pub mod manifest;
 pub mod var_builder;
 
@@ -24,6 +26,7 @@ pub use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 pub use checkpoint::{Checkpoint, StoredDType, TensorInfo};
 pub use error::{CoverageReport, Error, Result};
 pub use fixture::{Comparison, Fixture, ParityReport};
+pub use lora::{LoraLayout, LoraSet, LoraSpec, LoraTarget};
 pub use manifest::Manifest;
 pub use var_builder::VarBuilder;
 

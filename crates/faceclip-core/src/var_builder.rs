@@ -8,6 +8,9 @@
 //! The same walk over a manifest (a listing of names and shapes, no data), or with no
 //! weights at all, builds the model with lazy parameters that are never allocated: that is
 //! how a full-size config is checked against a released checkpoint's layout.
+//!
+//! LoRA files attached with [`VarBuilder::with_loras`] are merged into each float weight
+//! right after it is read (see [`crate::lora`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +21,7 @@ use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{CoverageReport, Error, Result};
+use crate::lora::{LoraProblem, LoraSet};
 
 #[derive(Default)]
 struct State {
@@ -29,6 +33,8 @@ struct State {
     unreadable: BTreeMap<String, String>,
     /// Checkpoint keys that may be present without being expected (e.g. an old buffer).
     tolerated: Vec<String>,
+    loras: Option<LoraSet>,
+    lora_problems: Vec<LoraProblem>,
 }
 
 /// Walks a model's key names and hands each layer its weights; see the module docs.
@@ -60,6 +66,14 @@ impl VarBuilder {
             prefix: String::new(),
             device: device.clone(),
         }
+    }
+
+    /// Merges `loras` into the float weights the walk reads from now on (a listing or a
+    /// dry run only checks that they fit). [`VarBuilder::finish`] then also fails on a LoRA
+    /// problem or a LoRA module that matched no weight.
+    pub fn with_loras(self, loras: LoraSet) -> Self {
+        self.state.borrow_mut().loras = Some(loras);
+        self
     }
 
     /// The device parameters are created on.
@@ -111,10 +125,12 @@ impl VarBuilder {
             .is_some_and(|c| !c.is_listing())
     }
 
-    /// Records `key` as expected with `shape`; returns the values when data is at hand.
+    /// Records `key` as expected with `shape`; returns the values when data is at hand, with
+    /// the LoRA deltas merged into float weights.
     fn fetch(&self, name: &str, shape: &[usize], int: bool) -> Option<TensorData> {
         let key = self.key(name);
-        let mut st = self.state.borrow_mut();
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
         st.expected.insert(key.clone(), Some(shape.to_vec()));
         let source = st.source.as_ref()?;
         let Some(info) = source.info(&key) else {
@@ -127,12 +143,25 @@ impl VarBuilder {
             return None;
         }
         if source.is_listing() {
+            if !int
+                && let Some(loras) = st.loras.as_mut()
+                && let Err(p) = loras.merge(&key, shape, None)
+            {
+                st.lora_problems.push(p);
+            }
             return None;
         }
         let read = if int {
             source.read_i64(&key).map(|(s, v)| TensorData::new(v, s))
         } else {
-            source.read_f32(&key).map(|(s, v)| TensorData::new(v, s))
+            source.read_f32(&key).map(|(s, mut v)| {
+                if let Some(loras) = st.loras.as_mut()
+                    && let Err(p) = loras.merge(&key, shape, Some(&mut v))
+                {
+                    st.lora_problems.push(p);
+                }
+                TensorData::new(v, s)
+            })
         };
         source.release(&key);
         match read {
@@ -232,14 +261,22 @@ impl VarBuilder {
     }
 
     /// Ends the walk: `Ok` with the report when the weights match the model exactly,
-    /// otherwise [`Error::Coverage`] listing every problem.
+    /// otherwise [`Error::Coverage`] listing every problem. With LoRAs attached, then an
+    /// [`Error::Checkpoint`] naming the LoRA file and module for the first LoRA that does not
+    /// fit its weight, or that matched no weight the model asked for.
     pub fn finish(&self) -> Result<CoverageReport> {
         let report = self.report();
-        if report.is_exact() {
-            Ok(report)
-        } else {
-            Err(Error::Coverage(Box::new(report)))
+        if !report.is_exact() {
+            return Err(Error::Coverage(Box::new(report)));
         }
+        let st = self.state.borrow();
+        if let Some(p) = st.lora_problems.first() {
+            return Err(p.error(st.lora_problems.len() - 1));
+        }
+        if let Some(e) = st.loras.as_ref().and_then(LoraSet::unmatched_error) {
+            return Err(e);
+        }
+        Ok(report)
     }
 }
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use faceclip_core::layers::{Activation, LayerNorm, Linear};
+use faceclip_core::lora::{LoraSet, LoraSpec, LoraTarget};
 use faceclip_core::{Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder};
 
 use crate::attention_processor::FluxAttention;
@@ -217,9 +218,29 @@ impl FluxTransformer2DModel {
         config: &FluxTransformerConfig,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with_loras(checkpoint, config, &[], device)
+    }
+
+    /// [`Self::load`] with the LoRA files of `loras` merged into the weights as they load
+    /// (see [`faceclip_core::lora`]; LoRA names are diffusers', so a BFL-layout base works
+    /// too); a LoRA module that matches no weight is an error.
+    pub fn load_with_loras(
+        checkpoint: &Checkpoint,
+        config: &FluxTransformerConfig,
+        loras: &[LoraSpec],
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
+        let loras = if loras.is_empty() {
+            None
+        } else {
+            Some(LoraSet::open(loras, LoraTarget::FluxTransformer)?)
+        };
         let checkpoint = bfl::to_diffusers_layout(checkpoint, config.inner_dim())?;
-        let vb = VarBuilder::from_checkpoint(checkpoint, device);
+        let mut vb = VarBuilder::from_checkpoint(checkpoint, device);
+        if let Some(loras) = loras {
+            vb = vb.with_loras(loras);
+        }
         let model = Self::new(&vb, config)?;
         vb.finish()?;
         Ok(model)
@@ -232,15 +253,34 @@ impl FluxTransformer2DModel {
         config: &FluxTransformerConfig,
         device: &Device,
     ) -> Result<Self> {
-        Self::load(&Checkpoint::open(path)?, config, device)
+        Self::from_file_with_loras(path, config, &[], device)
+    }
+
+    /// [`Self::from_file`] with LoRA files merged as in [`Self::load_with_loras`].
+    pub fn from_file_with_loras(
+        path: impl AsRef<Path>,
+        config: &FluxTransformerConfig,
+        loras: &[LoraSpec],
+        device: &Device,
+    ) -> Result<Self> {
+        Self::load_with_loras(&Checkpoint::open(path)?, config, loras, device)
     }
 
     /// Loads a diffusers `transformer/` folder: `config.json` and
     /// `diffusion_pytorch_model.safetensors` (or its sharded index).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::from_folder_with_loras(dir, &[], device)
+    }
+
+    /// [`Self::from_folder`] with LoRA files merged as in [`Self::load_with_loras`].
+    pub fn from_folder_with_loras(
+        dir: impl AsRef<Path>,
+        loras: &[LoraSpec],
+        device: &Device,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = FluxTransformerConfig::from_file(dir.join("config.json"))?;
-        Self::from_file(weights_file(dir)?, &config, device)
+        Self::from_file_with_loras(weights_file(dir)?, &config, loras, device)
     }
 
     /// The config the model was built from.

@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use faceclip_core::layers::{Activation, Conv2d, GroupNorm};
+use faceclip_core::lora::{LoraSet, LoraSpec, LoraTarget};
 use faceclip_core::{Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder};
 
-use crate::config::UNet2DConditionConfig;
+use crate::config::{PerBlock, UNet2DConditionConfig};
 use crate::embeddings::{TimestepEmbedding, Timesteps};
 use crate::folder;
 use crate::resnet::ResnetSettings;
@@ -212,8 +213,34 @@ impl UNet2DConditionModel {
         config: &UNet2DConditionConfig,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with_loras(checkpoint, config, &[], device)
+    }
+
+    /// [`Self::load`] with the LoRA files of `loras` merged into the weights as they load
+    /// (see [`faceclip_core::lora`]); a LoRA module that matches no weight is an error.
+    pub fn load_with_loras(
+        checkpoint: Checkpoint,
+        config: &UNet2DConditionConfig,
+        loras: &[LoraSpec],
+        device: &Device,
+    ) -> Result<Self> {
+        let loras = if loras.is_empty() {
+            None
+        } else {
+            let layers_per_block = match &config.layers_per_block {
+                PerBlock::One(n) => Some(*n),
+                PerBlock::Each(v) => v.first().copied().filter(|n| v.iter().all(|m| m == n)),
+            };
+            Some(LoraSet::open(
+                loras,
+                LoraTarget::SdxlUnet { layers_per_block },
+            )?)
+        };
         let ck = folder::strip_wrapper_prefixes(&checkpoint, &["module.", "unet.", "state_dict."]);
-        let vb = VarBuilder::from_checkpoint(ck, device);
+        let mut vb = VarBuilder::from_checkpoint(ck, device);
+        if let Some(loras) = loras {
+            vb = vb.with_loras(loras);
+        }
         let model = Self::new(config, &vb)?;
         vb.finish()?;
         Ok(model)
@@ -222,10 +249,19 @@ impl UNet2DConditionModel {
     /// Loads a diffusers folder: `dir/config.json` or `dir/unet/config.json`, with
     /// `diffusion_pytorch_model[.fp16].safetensors` (or its sharded index, or `.bin`).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::from_folder_with_loras(dir, &[], device)
+    }
+
+    /// [`Self::from_folder`] with LoRA files merged as in [`Self::load_with_loras`].
+    pub fn from_folder_with_loras(
+        dir: impl AsRef<Path>,
+        loras: &[LoraSpec],
+        device: &Device,
+    ) -> Result<Self> {
         let dir = folder::component_dir(dir.as_ref(), "unet")?;
         let config = UNet2DConditionConfig::from_file(dir.join("config.json"))?;
         let weights = Checkpoint::open(folder::weights_file(&dir)?)?;
-        Self::load(weights, &config, device)
+        Self::load_with_loras(weights, &config, loras, device)
     }
 
     /// The config this model was built from.
