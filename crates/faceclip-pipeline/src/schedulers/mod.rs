@@ -22,6 +22,7 @@ pub mod euler_discrete;
 pub mod flow_match_euler_discrete;
 pub mod parity;
 pub mod rng;
+pub mod rng_torch;
 pub mod schedule;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ pub use flow_match_euler_discrete::{
     FlowMatchEulerDiscreteConfig, FlowMatchEulerDiscreteScheduler, calculate_shift,
 };
 pub use rng::Generator;
+pub use rng_torch::{NoiseSource, TorchGenerator, TorchKernel, initial_noise};
 pub use schedule::{BetaSchedule, FinalSigmasType, PredictionType, TimestepSpacing};
 
 /// What a denoising loop needs from a scheduler, in diffusers' calling convention:
