@@ -49,26 +49,14 @@ impl RgbU8Image {
         })
     }
 
-    /// Decodes image bytes (PNG, JPEG, WebP); at most 16384 pixels a side.
+    /// Decodes image bytes (PNG, JPEG, WebP; at most 16384 pixels a side) with
+    /// [`faceclip_core::image::decode_rgb8`]: EXIF orientation applied, so the face is upright.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let err = |reason: String| Error::Image {
-            path: "<memory>".into(),
-            reason,
-        };
-        if bytes.is_empty() {
-            return Err(err("no bytes".into()));
-        }
-        let format = image::guess_format(bytes).map_err(|e| err(format!("not an image: {e}")))?;
-        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(16_384);
-        limits.max_image_height = Some(16_384);
-        limits.max_alloc = Some(1 << 30);
-        reader.limits(limits);
-        let img = reader
-            .decode()
-            .map_err(|e| err(format!("cannot decode: {e}")))?;
-        let rgb = img.to_rgb8();
+        let rgb =
+            faceclip_core::image::decode_rgb8(bytes, 1 << 28).map_err(|reason| Error::Image {
+                path: "<memory>".into(),
+                reason,
+            })?;
         Ok(Self {
             width: rgb.width() as usize,
             height: rgb.height() as usize,

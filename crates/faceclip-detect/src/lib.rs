@@ -15,10 +15,13 @@
 //!
 //! - [`Mtcnn`]: P-Net, R-Net and O-Net ([`PNet`], [`RNet`], [`ONet`]) on a burn device; the
 //!   pyramid, NMS and box arithmetic on the host in the reference's float32 steps.
+//! - [`AlignMode`] / [`Mtcnn::face_crop`]: use an image that already is an aligned crop
+//!   as is ([`Mtcnn::is_aligned_crop`]), align any other.
 //! - [`align`] / [`face_align`]: Umeyama similarity to the ArcFace template and OpenCV's
 //!   fixed-point `warpAffine` ([`warp_affine`]), bit-exact.
 //! - The pretrained MTCNN weights (facenet-pytorch, MIT) are embedded: [`weights`].
 
+pub mod aligned;
 pub mod detect_face;
 pub mod error;
 pub mod face_align;
@@ -32,6 +35,7 @@ pub mod rnet;
 pub mod warp_affine;
 pub mod weights;
 
+pub use aligned::{ALIGNED_CROP_MAX_DISTANCE, AlignMode, FaceCrop, alignment_distance};
 pub use error::DetectError;
 pub use face_align::{ARCFACE_DST, Affine, arcface_template, estimate_norm, norm_crop, umeyama};
 pub use image::{ImageView, RgbU8Image};
