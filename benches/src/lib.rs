@@ -233,9 +233,7 @@ fn sync<const D: usize>(t: Tensor<D>) {
 /// The `config` object of `tests/manifests/{name}.json` (the released full-size configs).
 pub fn manifest_config(name: &str) -> Result<serde_json::Value> {
     let p = manifests_dir().join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::config(p.display().to_string(), e.to_string()))?;
+    let v: serde_json::Value = faceclip_pipeline::core::read_config(&p)?;
     Ok(v["config"].clone())
 }
 
@@ -569,7 +567,8 @@ fn unet(name: &str, latent: usize, device: &Device, weights: Weights) -> Result<
     let x = input_tensor([1, 4, latent, latent], 1, device);
     let ehs = input_tensor([1, 77, 2048], 2, device);
     let text = input_tensor([1, 1280], 3, device);
-    let time_ids = faceclip_pipeline::sdxl::time_ids(1024, 1024, 1, device);
+    let (ids, _) = faceclip_pipeline::MicroConditioning::default().time_ids(1024, 1024);
+    let time_ids = Tensor::<2>::from_data(TensorData::new(ids.to_vec(), [1, 6]), device);
     let t = Tensor::<1>::from_data(TensorData::new(vec![500f32], [1]), device);
     Ok(Bench::new(name, move || {
         sync(unet.forward(

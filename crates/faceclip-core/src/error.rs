@@ -62,6 +62,9 @@ pub enum Error {
     /// A numerical failure: NaN or Inf appeared.
     #[error("numerical failure: {0}")]
     Numerical(String),
+    /// A step callback asked the run to stop after step `step` (1-based) of image `image`.
+    #[error("stopped by the caller after step {step} of image {image}")]
+    Cancelled { image: usize, step: usize },
 }
 
 impl Error {

@@ -23,8 +23,7 @@ impl Fixture {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let meta_path = dir.join("meta.json");
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: Value = serde_json::from_str(&text).map_err(|e| Error::config(&meta_path, e))?;
+        let meta: Value = crate::pretrained::read_config(&meta_path)?;
         let io = Checkpoint::open(dir.join("io.safetensors"))?;
         Ok(Self { dir, meta, io })
     }

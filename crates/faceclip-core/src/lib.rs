@@ -4,34 +4,48 @@
 //! - [`checkpoint`]: `.safetensors` (mmap, sharded) and PyTorch `.pt` reading.
 //! - [`var_builder`]: the one loading path; coverage reports; lazy full-size builds.
 //! - [`lora`]: LoRA files (diffusers/PEFT, kohya, XLabs) merged into weights as they load.
+//! - [`pretrained`]: the one model-loading trait ([`Pretrained`]) and config reader
+//!   ([`read_config`]).
 //! - [`layers`]: linear, conv, norms, activations, attention, embeddings.
 //! - [`image`]: image files <-> tensors, PyTorch's bilinear resize, PNG with metadata.
 //! - [`device`]: backend names -> burn devices.
-//! - [`fixture`], [`manifest`]: the parity ground truth.
+//! - [`trace`]: named intermediate values of a forward pass ([`Trace`]), for debugging parity.
+//! - With the `parity` feature: `fixture`, `manifest` (the parity ground truth) and `fuzzing`
+//!   (the fuzz-target bodies), the test harness of every crate.
 
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+#[cfg(feature = "parity")]
 pub mod fixture;
+#[cfg(feature = "parity")]
 pub mod fuzzing;
 pub mod image;
 pub mod io;
 pub mod layers;
 pub mod lora;
+#[cfg(feature = "parity")]
 pub mod manifest;
+pub mod pretrained;
+pub mod trace;
 pub mod var_builder;
 
 pub use burn;
 pub use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 pub use checkpoint::{Checkpoint, StoredDType, TensorInfo};
 pub use error::{CoverageReport, Error, Result};
+#[cfg(feature = "parity")]
 pub use fixture::{Comparison, Fixture, ParityReport};
 pub use lora::{LoraLayout, LoraSet, LoraSpec, LoraTarget};
+#[cfg(feature = "parity")]
 pub use manifest::Manifest;
+pub use pretrained::{Pretrained, read_config};
+pub use trace::Trace;
 pub use var_builder::VarBuilder;
 
 /// What a crate's parity hook returns for one fixture or manifest: `None` when the kind is
 /// not one this crate ports.
+#[cfg(feature = "parity")]
 pub type ParityOutcome = Option<Result<ParityReport>>;
 
 /// Reads a tensor's values back to the host as `f32`.

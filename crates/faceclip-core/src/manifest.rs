@@ -23,8 +23,7 @@ impl Manifest {
     /// Reads `{"tensors": {key: {"shape": [...], "dtype": "..."}}, "config": {...}}`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::config(path, e))?;
+        let v: Value = crate::pretrained::read_config(path)?;
         let map = v
             .get("tensors")
             .and_then(Value::as_object)

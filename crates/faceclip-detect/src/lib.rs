@@ -28,6 +28,7 @@ pub mod face_align;
 pub mod image;
 pub mod mtcnn;
 pub mod onet;
+#[cfg(feature = "parity")]
 pub mod parity;
 pub mod pnet;
 pub mod prelu;
@@ -39,7 +40,7 @@ pub use aligned::{ALIGNED_CROP_MAX_DISTANCE, AlignMode, FaceCrop, alignment_dist
 pub use error::DetectError;
 pub use face_align::{ARCFACE_DST, Affine, arcface_template, estimate_norm, norm_crop, umeyama};
 pub use image::{ImageView, RgbU8Image};
-pub use mtcnn::{AlignedFace, DetectTrace, Detection, Mtcnn, MtcnnConfig};
+pub use mtcnn::{AlignedFace, Detection, Mtcnn, MtcnnConfig};
 pub use onet::ONet;
 pub use pnet::PNet;
 pub use rnet::RNet;

@@ -2,7 +2,7 @@
 //! followed (optionally) by insightface's `norm_crop` alignment.
 
 use faceclip_core::{
-    Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder, to_vec_f32,
+    Checkpoint, Device, Error, Result, Tensor, TensorData, Trace, VarBuilder, to_vec_f32,
 };
 use serde::{Deserialize, Serialize};
 
@@ -111,9 +111,10 @@ pub struct AlignedFace {
     pub matrix: Affine,
 }
 
-/// Every intermediate of one detection (the `mid.*` tensors of the `mtcnn_detect` fixture).
+/// Every intermediate of one detection: the working state of [`Mtcnn::detect_stages`],
+/// recorded into a [`Trace`] by [`Stages::record`].
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct DetectTrace {
+struct Stages {
     pub scales: Vec<f64>,
     pub pyramid_hw: Vec<[usize; 2]>,
     pub candidates_per_scale: Vec<usize>,
@@ -138,6 +139,57 @@ pub struct DetectTrace {
     pub s3_points: Vec<[[f32; 2]; 5]>,
     pub s3_keep: Vec<usize>,
     pub final_order: Vec<usize>,
+}
+
+impl Stages {
+    /// Records every field into `trace` (see [`Mtcnn::detect_traced`] for the names).
+    fn record(&self, trace: &mut Trace) {
+        fn rows<const N: usize>(v: &[[f32; N]]) -> TensorData {
+            TensorData::new(
+                v.iter().flatten().copied().collect::<Vec<f32>>(),
+                [v.len(), N],
+            )
+        }
+        fn ints(v: impl IntoIterator<Item = usize>) -> TensorData {
+            let v: Vec<i64> = v.into_iter().map(|x| x as i64).collect();
+            let n = v.len();
+            TensorData::new(v, [n])
+        }
+        let f32s = |v: &[f32]| TensorData::new(v.to_vec(), [v.len()]);
+        trace.record("scales", || {
+            TensorData::new(self.scales.clone(), [self.scales.len()])
+        });
+        trace.record("pyramid_hw", || {
+            let hw: Vec<i64> = self
+                .pyramid_hw
+                .iter()
+                .flatten()
+                .map(|&x| x as i64)
+                .collect();
+            TensorData::new(hw, [self.pyramid_hw.len(), 2])
+        });
+        trace.record("candidates_per_scale", || {
+            ints(self.candidates_per_scale.iter().copied())
+        });
+        trace.record("s1_candidates", || rows(&self.s1_candidates));
+        trace.record("s1_after_scale_nms", || ints([self.s1_after_scale_nms]));
+        trace.record("s1_nms", || rows(&self.s1_nms));
+        trace.record("s1_boxes", || rows(&self.s1_boxes));
+        trace.record("s2_rnet_prob", || f32s(&self.s2_rnet_prob));
+        trace.record("s2_rnet_reg", || rows(&self.s2_rnet_reg));
+        trace.record("s2_pass", || ints([self.s2_pass]));
+        trace.record("s2_boxes", || rows(&self.s2_boxes));
+        trace.record("s3_onet_prob", || f32s(&self.s3_onet_prob));
+        trace.record("s3_onet_reg", || rows(&self.s3_onet_reg));
+        trace.record("s3_onet_landmarks", || rows(&self.s3_onet_landmarks));
+        trace.record("s3_boxes", || rows(&self.s3_boxes));
+        trace.record("s3_points", || {
+            let v: Vec<f32> = self.s3_points.iter().flatten().flatten().copied().collect();
+            TensorData::new(v, [self.s3_points.len(), 5, 2])
+        });
+        trace.record("s3_keep", || ints(self.s3_keep.iter().copied()));
+        trace.record("final_order", || ints(self.final_order.iter().copied()));
+    }
 }
 
 /// The MTCNN face detector (facenet-pytorch 2.6.0 `MTCNN.detect`, float32), with its three
@@ -205,14 +257,29 @@ impl Mtcnn {
     /// `min_face_size` gives no faces; a zero-size image or a pixel buffer of the wrong length
     /// is an error.
     pub fn detect<'a>(&self, image: impl Into<ImageView<'a>>) -> Result<Vec<Detection>> {
-        self.detect_traced(image).map(|(d, _)| d)
+        self.detect_traced(image, &mut Trace::disabled())
     }
 
-    /// [`Mtcnn::detect`] that also returns every intermediate stage.
+    /// [`Mtcnn::detect`] that also records every intermediate stage into `trace`, named as
+    /// the `mtcnn_detect` fixture's `mid.*` without the photo suffix (`s1_candidates`
+    /// `[n, 9]`, `s1_nms`, `s1_boxes`, `s2_rnet_prob`, `s2_rnet_reg`, `s2_boxes`,
+    /// `s3_onet_prob`, `s3_onet_reg`, `s3_onet_landmarks`, `s3_boxes`, `s3_points`,
+    /// `s3_keep`, `final_order`), plus the pyramid (`scales` f64, `pyramid_hw`,
+    /// `candidates_per_scale`) and the counts `s1_after_scale_nms`, `s2_pass` (`[1]`, i64).
     pub fn detect_traced<'a>(
         &self,
         image: impl Into<ImageView<'a>>,
-    ) -> Result<(Vec<Detection>, DetectTrace)> {
+        trace: &mut Trace,
+    ) -> Result<Vec<Detection>> {
+        let (dets, stages) = self.detect_stages(image)?;
+        stages.record(trace);
+        Ok(dets)
+    }
+
+    fn detect_stages<'a>(
+        &self,
+        image: impl Into<ImageView<'a>>,
+    ) -> Result<(Vec<Detection>, Stages)> {
         let img = image.into();
         img.check()?;
         if img.width == 0 || img.height == 0 {
@@ -224,9 +291,9 @@ impl Mtcnn {
         let cfg = &self.config;
         cfg.validate()?;
         let (h, w) = (img.height, img.width);
-        let mut tr = DetectTrace {
+        let mut tr = Stages {
             scales: pyramid_scales(h, w, cfg.min_face_size, cfg.factor, MAX_LEVELS),
-            ..DetectTrace::default()
+            ..Stages::default()
         };
 
         // Stage 1: P-Net over the pyramid.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use faceclip_core::{Fixture, device::default_device};
+use faceclip_core::{Fixture, Trace, device::default_device};
 use faceclip_detect::{DetectError, Mtcnn, RgbU8Image, arcface_template, weights};
 
 fn fixtures() -> PathBuf {
@@ -264,21 +264,24 @@ fn odd_images_never_panic() {
 #[test]
 fn strips_do_not_change_the_result() {
     let photo = RgbU8Image::open(fixtures().join("mtcnn_detect/photo_0.png")).unwrap();
-    let whole = mtcnn().detect_traced(&photo).unwrap();
+    let (mut whole_trace, mut strips_trace) = (Trace::recording(), Trace::recording());
+    let whole = mtcnn().detect_traced(&photo, &mut whole_trace).unwrap();
     let strips = mtcnn()
         .clone()
         .with_pnet_strip_pixels(3000)
-        .detect_traced(&photo)
+        .detect_traced(&photo, &mut strips_trace)
         .unwrap();
-    assert_eq!(whole.1.s1_candidates.len(), strips.1.s1_candidates.len());
-    for (a, b) in whole.1.s1_candidates.iter().zip(&strips.1.s1_candidates) {
+    let candidates = |t: &Trace| t.get("s1_candidates").unwrap().try_to_vec::<f32>().unwrap();
+    let (whole_c, strips_c) = (candidates(&whole_trace), candidates(&strips_trace));
+    assert_eq!(whole_c.len(), strips_c.len());
+    for (a, b) in whole_c.chunks_exact(9).zip(strips_c.chunks_exact(9)) {
         assert_eq!(a[..4], b[..4]);
         for k in 4..9 {
             assert!((a[k] - b[k]).abs() < 1e-5, "{a:?} {b:?}");
         }
     }
-    assert_eq!(whole.0.len(), strips.0.len());
-    for (a, b) in whole.0.iter().zip(&strips.0) {
+    assert_eq!(whole.len(), strips.len());
+    for (a, b) in whole.iter().zip(&strips) {
         for k in 0..4 {
             assert!((a.bbox[k] - b.bbox[k]).abs() < 1e-3);
         }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use faceclip_core::{Error, Result};
+use faceclip_core::{Error, Result, read_config};
 use serde::Deserialize;
 
 /// The constructor arguments of diffusers' `FluxTransformer2DModel`, with diffusers' defaults
@@ -57,8 +57,7 @@ impl FluxTransformerConfig {
     /// Reads and validates a diffusers `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| Error::config(path, e))?;
+        let cfg: Self = read_config(path)?;
         cfg.validate().map_err(|e| match e {
             Error::Config { reason, .. } => Error::config(path, reason),
             other => other,

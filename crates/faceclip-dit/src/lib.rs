@@ -8,6 +8,7 @@ pub mod config;
 pub mod embeddings;
 pub mod normalization;
 pub mod packing;
+#[cfg(feature = "parity")]
 pub mod parity;
 pub mod transformer_flux;
 

@@ -1,7 +1,7 @@
 //! Parity hooks: run a fixture of a kind this crate ports, or check a full-size manifest.
 
 use faceclip_core::{
-    CoverageReport, Device, Fixture, Manifest, ParityOutcome, ParityReport, Result, VarBuilder,
+    CoverageReport, Device, Fixture, Manifest, ParityOutcome, ParityReport, Pretrained, Result,
 };
 
 use crate::config::FluxTransformerConfig;
@@ -24,9 +24,7 @@ pub fn run_fixture(fixture: &Fixture, device: &Device) -> ParityOutcome {
 pub fn check_manifest(manifest: &Manifest, device: &Device) -> Option<Result<CoverageReport>> {
     (manifest.name == FLUX_TRANSFORMER_MANIFEST).then(|| {
         let config = FluxTransformerConfig::from_value(&manifest.config)?;
-        let vb = VarBuilder::from_checkpoint(manifest.checkpoint(), device);
-        FluxTransformer2DModel::new(&vb, &config)?;
-        Ok(vb.report())
+        FluxTransformer2DModel::check_listing(manifest.checkpoint(), &config, device)
     })
 }
 

@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use faceclip_core::layers::{Activation, LayerNorm, Linear};
-use faceclip_core::lora::{LoraSet, LoraSpec, LoraTarget};
-use faceclip_core::{Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder};
+use faceclip_core::lora::LoraTarget;
+use faceclip_core::{
+    Checkpoint, Device, Error, Pretrained, Result, Tensor, TensorData, Trace, VarBuilder,
+};
 
 use crate::attention_processor::FluxAttention;
 use crate::bfl;
@@ -154,8 +156,42 @@ pub struct FluxTransformer2DModel {
     config: FluxTransformerConfig,
 }
 
-/// Intermediate activations named like the `flux_transformer` fixture's `mid.*` tensors.
-pub type Trace = Vec<(String, TensorData)>;
+/// Loading: diffusers key names (optionally under `module.`/`transformer.`) or BFL's
+/// single-file layout, converted ([`bfl::to_diffusers_layout`]); LoRA files for the FLUX
+/// transformer (diffusers names, so a BFL-layout base takes them too). The folder is the
+/// `transformer/` folder itself, its weights found by [`weights_file`].
+impl Pretrained for FluxTransformer2DModel {
+    type Config = FluxTransformerConfig;
+    const COMPONENT: &'static str = "transformer";
+
+    fn build(config: &FluxTransformerConfig, vb: &VarBuilder) -> Result<Self> {
+        Self::new(vb, config)
+    }
+
+    fn read_config(path: &Path) -> Result<FluxTransformerConfig> {
+        FluxTransformerConfig::from_file(path)
+    }
+
+    fn check_config(config: &FluxTransformerConfig) -> Result<()> {
+        config.validate()
+    }
+
+    fn adapt(checkpoint: Checkpoint, config: &FluxTransformerConfig) -> Result<Checkpoint> {
+        bfl::to_diffusers_layout(&checkpoint, config.inner_dim())
+    }
+
+    fn lora_target(_config: &FluxTransformerConfig) -> Option<LoraTarget> {
+        Some(LoraTarget::FluxTransformer)
+    }
+
+    fn component_folder(dir: &Path) -> Result<PathBuf> {
+        Ok(dir.to_path_buf())
+    }
+
+    fn folder_weights(dir: &Path) -> Result<PathBuf> {
+        weights_file(dir)
+    }
+}
 
 impl FluxTransformer2DModel {
     /// Builds the model by walking diffusers' key names under `vb` (no coverage check: call
@@ -213,74 +249,32 @@ impl FluxTransformer2DModel {
     /// Loads from a checkpoint in any supported layout (diffusers names, optionally under
     /// `module.`/`transformer.`; or BFL's single-file layout) and checks that it covers the
     /// model exactly ([`Error::Coverage`] lists every missing, unexpected or mis-shaped key).
+    /// [`Pretrained::load`] with a borrowed checkpoint; with LoRA files:
+    /// [`Pretrained::load_with`].
     pub fn load(
         checkpoint: &Checkpoint,
         config: &FluxTransformerConfig,
         device: &Device,
     ) -> Result<Self> {
-        Self::load_with_loras(checkpoint, config, &[], device)
-    }
-
-    /// [`Self::load`] with the LoRA files of `loras` merged into the weights as they load
-    /// (see [`faceclip_core::lora`]; LoRA names are diffusers', so a BFL-layout base works
-    /// too); a LoRA module that matches no weight is an error.
-    pub fn load_with_loras(
-        checkpoint: &Checkpoint,
-        config: &FluxTransformerConfig,
-        loras: &[LoraSpec],
-        device: &Device,
-    ) -> Result<Self> {
-        config.validate()?;
-        let loras = if loras.is_empty() {
-            None
-        } else {
-            Some(LoraSet::open(loras, LoraTarget::FluxTransformer)?)
-        };
-        let checkpoint = bfl::to_diffusers_layout(checkpoint, config.inner_dim())?;
-        let mut vb = VarBuilder::from_checkpoint(checkpoint, device);
-        if let Some(loras) = loras {
-            vb = vb.with_loras(loras);
-        }
-        let model = Self::new(&vb, config)?;
-        vb.finish()?;
-        Ok(model)
+        <Self as Pretrained>::load(checkpoint.clone(), config, device)
     }
 
     /// Loads weights from one file (`.safetensors`, `*.safetensors.index.json`, FaceCLIP's
-    /// `model/dit.pt`, BFL's `flux1-dev.safetensors`) for `config`.
+    /// `model/dit.pt`, BFL's `flux1-dev.safetensors`) for `config` ([`Pretrained::from_file`]).
     pub fn from_file(
         path: impl AsRef<Path>,
         config: &FluxTransformerConfig,
         device: &Device,
     ) -> Result<Self> {
-        Self::from_file_with_loras(path, config, &[], device)
-    }
-
-    /// [`Self::from_file`] with LoRA files merged as in [`Self::load_with_loras`].
-    pub fn from_file_with_loras(
-        path: impl AsRef<Path>,
-        config: &FluxTransformerConfig,
-        loras: &[LoraSpec],
-        device: &Device,
-    ) -> Result<Self> {
-        Self::load_with_loras(&Checkpoint::open(path)?, config, loras, device)
+        <Self as Pretrained>::from_file(path, config, device)
     }
 
     /// Loads a diffusers `transformer/` folder: `config.json` and
-    /// `diffusion_pytorch_model.safetensors` (or its sharded index).
+    /// `diffusion_pytorch_model.safetensors` (or its sharded index)
+    /// ([`Pretrained::from_folder`]; with LoRA files: [`Pretrained::open_folder`], then
+    /// [`Pretrained::load_with`]).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::from_folder_with_loras(dir, &[], device)
-    }
-
-    /// [`Self::from_folder`] with LoRA files merged as in [`Self::load_with_loras`].
-    pub fn from_folder_with_loras(
-        dir: impl AsRef<Path>,
-        loras: &[LoraSpec],
-        device: &Device,
-    ) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = FluxTransformerConfig::from_file(dir.join("config.json"))?;
-        Self::from_file_with_loras(weights_file(dir)?, &config, loras, device)
+        <Self as Pretrained>::from_folder(dir, device)
     }
 
     /// The config the model was built from.
@@ -373,10 +367,9 @@ impl FluxTransformer2DModel {
         txt_ids: Tensor<2>,
     ) -> Result<(Tensor<3>, Trace)> {
         let rope = self.rotary_embedding(txt_ids, img_ids)?;
-        let mut trace = vec![
-            ("rope_cos".to_string(), rope.cos().into_data()),
-            ("rope_sin".to_string(), rope.sin().into_data()),
-        ];
+        let mut trace = Trace::recording();
+        trace.record("rope_cos", || rope.cos().into_data());
+        trace.record("rope_sin", || rope.sin().into_data());
         let out = self.run(
             hidden_states,
             encoder_hidden_states,
@@ -478,7 +471,7 @@ impl FluxTransformer2DModel {
         )?;
         let mut record = |name: String, data: &dyn Fn() -> TensorData| {
             if let Some(tr) = trace.as_deref_mut() {
-                tr.push((name, data()));
+                tr.record(name, data);
             }
         };
         let img = self.x_embedder.forward(hidden_states);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use common::{device, fixture, scratch};
 use faceclip_core::lora::LoraSpec;
-use faceclip_core::{Checkpoint, Comparison, Error, Fixture, to_vec_f32};
+use faceclip_core::{Checkpoint, Comparison, Error, Fixture, Pretrained, to_vec_f32};
 use faceclip_dit::bfl::is_bfl_layout;
 use faceclip_dit::{FluxTransformer2DModel, FluxTransformerConfig};
 
@@ -215,7 +215,7 @@ fn flux_with_loras_runs_like_flux_with_diffusers_fused_weights() {
     let dev = device();
     let cfg: FluxTransformerConfig = FluxTransformerConfig::from_value(fx.config()).unwrap();
     let base = fx.weights().unwrap();
-    let with_loras = FluxTransformer2DModel::load_with_loras(&base, &cfg, &specs(), &dev).unwrap();
+    let with_loras = FluxTransformer2DModel::load_with(base.clone(), &cfg, &specs(), &dev).unwrap();
     let fused = FluxTransformer2DModel::load(&diffusers_fused(&base), &cfg, &dev).unwrap();
     let plain = FluxTransformer2DModel::load(&base, &cfg, &dev).unwrap();
     let (got, want, plain) = (run(&with_loras, &fx), run(&fused, &fx), run(&plain, &fx));
@@ -252,9 +252,10 @@ fn loras_apply_to_a_bfl_single_file_base() {
     assert!(is_bfl_layout(&bfl));
     bfl.save_safetensors(&path).unwrap();
     let from_bfl =
-        FluxTransformer2DModel::from_file_with_loras(&path, &cfg, &specs(), &dev).unwrap();
+        FluxTransformer2DModel::load_with(Checkpoint::open(&path).unwrap(), &cfg, &specs(), &dev)
+            .unwrap();
     let from_diffusers =
-        FluxTransformer2DModel::load_with_loras(&base, &cfg, &specs(), &dev).unwrap();
+        FluxTransformer2DModel::load_with(base.clone(), &cfg, &specs(), &dev).unwrap();
     assert_eq!(run(&from_bfl, &fx), run(&from_diffusers, &fx));
 }
 
@@ -263,8 +264,8 @@ fn an_sdxl_lora_is_refused_before_the_weights_load() {
     let fx = fixture("flux_transformer");
     let cfg = FluxTransformerConfig::from_value(fx.config()).unwrap();
     let sdxl = lora_dir("sdxl_kohya").join("lora.safetensors");
-    let err = FluxTransformer2DModel::load_with_loras(
-        &fx.weights().unwrap(),
+    let err = FluxTransformer2DModel::load_with(
+        fx.weights().unwrap(),
         &cfg,
         &[LoraSpec::new(&sdxl, 1.0)],
         &device(),

@@ -16,10 +16,9 @@ use faceclip_core::burn::module::Param;
 use faceclip_core::layers::{
     Activation, AttentionMask, Embedding, LayerNorm, Linear, attention, merge_heads, split_heads,
 };
-use faceclip_core::{
-    Device, Error, Fixture, Int, ParityOutcome, ParityReport, Result, Tensor, TensorData,
-    VarBuilder,
-};
+#[cfg(feature = "parity")]
+use faceclip_core::{Device, Fixture, ParityOutcome, ParityReport};
+use faceclip_core::{Error, Int, Result, Tensor, TensorData, VarBuilder};
 use serde::Deserialize;
 
 /// transformers `CLIPTextConfig`, read unchanged from a `config.json` (unknown fields are
@@ -532,6 +531,7 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     x / norm
 }
 
+#[cfg(feature = "parity")]
 fn build_open_clip(fixture: &Fixture, device: &Device) -> Result<ClipTextTransformer> {
     let mut cfg: OpenClipTextConfig = fixture.config_as("/text_cfg")?;
     if cfg.embed_dim.is_none() {
@@ -548,6 +548,7 @@ fn build_open_clip(fixture: &Fixture, device: &Device) -> Result<ClipTextTransfo
 }
 
 /// Runs the `clip_text_hf`, `openclip_text_l` and `openclip_text_g` fixtures.
+#[cfg(feature = "parity")]
 pub(crate) fn parity(fixture: &Fixture, device: &Device) -> ParityOutcome {
     let kind = fixture.kind().ok()?;
     match kind {

@@ -14,9 +14,9 @@ use faceclip_core::layers::{
     Activation, AttentionMask, BatchNorm, Conv2d, LayerNorm, Linear, attention, merge_heads,
     split_heads,
 };
-use faceclip_core::{
-    Device, Error, Fixture, ParityOutcome, ParityReport, Result, Tensor, TensorData, VarBuilder,
-};
+use faceclip_core::{Device, Error, Result, Tensor, TensorData, VarBuilder};
+#[cfg(feature = "parity")]
+use faceclip_core::{Fixture, ParityOutcome, ParityReport};
 use serde::Deserialize;
 
 /// `VisionTransformer.__init__` arguments, read unchanged (training-only ones such as
@@ -303,6 +303,7 @@ impl FaceVit {
 }
 
 /// Runs the `face_vit` fixture: the 112² image and the resized `image_src` path.
+#[cfg(feature = "parity")]
 pub(crate) fn parity(fixture: &Fixture, device: &Device) -> ParityOutcome {
     if fixture.kind().ok()? != "face_vit" {
         return None;

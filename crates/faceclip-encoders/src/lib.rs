@@ -4,6 +4,7 @@
 pub mod clip_text_model;
 pub mod face_vit;
 pub mod fusion;
+#[cfg(feature = "parity")]
 pub mod parity;
 pub mod t5_encoder;
 pub mod tokenizer_clip;

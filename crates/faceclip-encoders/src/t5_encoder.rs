@@ -16,10 +16,9 @@ use faceclip_core::layers::AttentionMask;
 use faceclip_core::layers::{
     Activation, Embedding, Linear, RmsNorm, attention, merge_heads, split_heads,
 };
-use faceclip_core::{
-    Bool, Device, Error, Fixture, Int, ParityOutcome, ParityReport, Result, Tensor, TensorData,
-    VarBuilder,
-};
+use faceclip_core::{Bool, Device, Error, Int, Result, Tensor, TensorData, VarBuilder};
+#[cfg(feature = "parity")]
+use faceclip_core::{Fixture, ParityOutcome, ParityReport};
 use serde::Deserialize;
 
 /// transformers `T5Config` or FlashT5's `FlashT5Config` (a `T5Config` with extra fields),
@@ -441,6 +440,7 @@ pub fn relative_position_bucket(
 }
 
 /// Runs the `t5_encoder_hf` fixture (unmasked and masked).
+#[cfg(feature = "parity")]
 pub(crate) fn parity(fixture: &Fixture, device: &Device) -> ParityOutcome {
     if fixture.kind().ok()? != "t5_encoder_hf" {
         return None;

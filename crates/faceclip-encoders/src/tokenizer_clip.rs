@@ -24,10 +24,9 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use faceclip_core::{
-    Comparison, Device, Error, Fixture, Int, ParityOutcome, ParityReport, Result, Tensor,
-    TensorData,
-};
+#[cfg(feature = "parity")]
+use faceclip_core::{Comparison, Fixture, ParityOutcome, ParityReport};
+use faceclip_core::{Device, Error, Int, Result, Tensor, TensorData};
 use tokenizers::models::ModelWrapper;
 use tokenizers::{Model, Tokenizer};
 
@@ -498,6 +497,7 @@ impl ClipTokenizer {
 }
 
 /// Exact comparison of ids (all < 2^24, so exact in f32).
+#[cfg(feature = "parity")]
 fn compare(name: &str, got: &[i64], want: (Vec<usize>, Vec<i64>), shape: &[usize]) -> Comparison {
     let f = |v: &[i64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     Comparison::new(name, shape, &f(got), &want.0, &f(&want.1), 0.0, 0.0)
@@ -506,6 +506,7 @@ fn compare(name: &str, got: &[i64], want: (Vec<usize>, Vec<i64>), shape: &[usize
 /// Fixture kind `tokenizer_clip`: every string of `extra.strings` through the folder's
 /// `tokenizer.json`, compared exactly with `ids_openclip`, `ids_hf_slow`, `ids_hf_fast`,
 /// `attention_mask_hf_fast` and `ids_hf_fast_pad0` (whichever the fixture holds).
+#[cfg(feature = "parity")]
 pub(crate) fn parity(fixture: &Fixture, device: &Device) -> ParityOutcome {
     let _ = device;
     match fixture.kind() {
@@ -514,6 +515,7 @@ pub(crate) fn parity(fixture: &Fixture, device: &Device) -> ParityOutcome {
     }
 }
 
+#[cfg(feature = "parity")]
 fn run_parity(fixture: &Fixture) -> Result<ParityReport> {
     let meta = fixture.dir.join("meta.json");
     let files: Vec<String> = fixture

@@ -13,7 +13,9 @@
 
 use std::path::Path;
 
-use faceclip_core::{Device, Error, Fixture, ParityOutcome, Result};
+#[cfg(feature = "parity")]
+use faceclip_core::{Device, Fixture, ParityOutcome};
+use faceclip_core::{Error, Result};
 use tokenizers::Tokenizer;
 
 use crate::tokenizer_clip::TokenBatch;
@@ -138,6 +140,7 @@ impl T5Tokenizer {
 }
 
 /// No fixture covers T5 tokenisation (no SentencePiece model offline): never claims a fixture.
+#[cfg(feature = "parity")]
 pub(crate) fn parity(fixture: &Fixture, device: &Device) -> ParityOutcome {
     let _ = (fixture, device);
     None

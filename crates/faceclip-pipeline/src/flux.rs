@@ -1,174 +1,386 @@
-//! FaceT5-FLUX: `infer_face_t5_flux.py` through diffusers' `FluxPipeline`, on any burn backend.
+//! FaceT5-FLUX: `infer_face_t5_flux.py` through diffusers' `FluxPipeline`, as a load-once
+//! [`FluxPipeline`].
 //!
 //! FaceT5 embeds `[B, 512, 4096]` with the stock CLIP-L pooled embedding `[B, 768]`; packed
 //! latents and position ids; flow-match Euler with the resolution-dependent shift; true CFG
 //! (default 3.5: two transformer passes a step, positive first) with distilled guidance
 //! (default 1.0); VAE decode with shift and scale.
 
-use faceclip_core::{Checkpoint, Device, Fixture, ParityReport, Result, Tensor, TensorData};
+use faceclip_core::{Checkpoint, Device, Error, Pretrained, Result, Tensor};
 use faceclip_dit::{
-    FluxTransformer2DModel, FluxTransformerConfig, image_ids, pack_latents, text_ids,
-    unpack_latents,
+    FluxRotaryEmbedding, FluxTransformer2DModel, FluxTransformerConfig, image_ids, pack_latents,
+    text_ids, unpack_latents,
 };
 use faceclip_encoders::fusion::{FaceT5FluxConfig, FaceT5FluxEncoder};
 use faceclip_encoders::tokenizer_t5::T5Tokenizer;
 use faceclip_unet::{AutoencoderKL, AutoencoderKLConfig};
 
 use crate::models::FluxModels;
-use crate::schedulers::{AnyScheduler, Scheduler, SchedulerKind, read_scheduler_config};
-use crate::{FaceInput, FixtureCall, GenerateOptions, GeneratedImage, check_finite, progress_bar};
+use crate::pipeline_utils::{
+    Control, Denoiser, GeneratedImage, Guidance, LoadOptions, Slot, StepCallback, denoise, filled,
+};
+use crate::schedulers::{NoiseSource, Scheduler, SchedulerKind, read_scheduler_config};
+use crate::{FaceAligner, FaceInput};
 
 pub use faceclip_encoders::fusion::{FLUX_NEGATIVE_PROMPT as DEFAULT_NEGATIVE, FluxConditioning};
 
-/// Loads the FaceT5 + CLIP-L encoder of `models` (its config file when present, else the
-/// released configuration).
-pub fn load_encoder(models: &FluxModels, device: &Device) -> Result<FaceT5FluxEncoder> {
-    let cfg = match &models.encoder_config {
-        Some(p) => FaceT5FluxConfig::from_value(&crate::read_json(p)?)?,
-        None => FaceT5FluxConfig::released(),
-    };
-    FaceT5FluxEncoder::from_checkpoint(Checkpoint::open(&models.encoder)?, &cfg, device)
+/// What one FaceT5-FLUX call makes; upstream's defaults (864x1152, 50 flow-match steps, true
+/// CFG 3.5, guidance 1.0, seed 453563, upstream's negative prompt). Build with
+/// [`FluxOptions::new`] and the setters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FluxOptions {
+    pub prompt: String,
+    /// The negative prompt (`None`: upstream's [`DEFAULT_NEGATIVE`]).
+    pub negative_prompt: Option<String>,
+    pub steps: usize,
+    /// True classifier-free guidance (FluxPipeline's `true_cfg_scale`; ≤ 1 turns it off and
+    /// skips the negative pass).
+    pub true_cfg_scale: f32,
+    /// Distilled guidance fed to the transformer (FluxPipeline's `guidance_scale`).
+    pub guidance_scale: f32,
+    /// Image `i` is made from seed `seed + i`, so it can be made again alone.
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    pub num_images: usize,
+    /// A flow-matching scheduler.
+    pub scheduler: SchedulerKind,
+    /// Which generator draws the initial latents.
+    pub noise: NoiseSource,
 }
 
-/// Generates `opts.num_images` images of the person in `face`, as `infer_face_t5_flux.py`
-/// does (true CFG 3.5, guidance 1.0 by default). Components load when needed and are
-/// dropped after use.
-pub fn generate(
-    models: &FluxModels,
-    face: &FaceInput,
-    opts: &GenerateOptions,
-    device: &Device,
-) -> Result<Vec<GeneratedImage>> {
-    opts.check_size(16)?;
-    let crop = face.aligned_crop(device)?;
-    let n = opts.num_images;
-    let negative = opts
-        .negative
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NEGATIVE.to_string());
-    let true_cfg = opts.true_cfg.unwrap_or(3.5);
-    let guidance = opts.guidance.unwrap_or(1.0);
-    let (cond, uncond) = {
-        let encoder = load_encoder(models, device)?;
-        let tok = T5Tokenizer::from_file(&models.t5_tokenizer)?
-            .with_max_length(encoder.face_t5().max_sequence_length())?;
-        let cut = tok
-            .encode(&[opts.prompt.as_str(), negative.as_str()])?
-            .truncated;
-        let limit = encoder.face_t5().max_sequence_length();
-        crate::warn_truncated(&[&opts.prompt, &negative], &cut, "T5", limit, opts.progress);
-        let cond = encoder.encode(&vec![Some(crop); n], &vec![opts.prompt.clone(); n], &tok)?;
-        let uncond = if true_cfg > 1.0 {
-            Some(encoder.encode(&vec![None; n], &vec![negative.clone(); n], &tok)?)
-        } else {
-            None
-        };
-        (cond, uncond)
-    };
-    let (_, sched_cfg) = read_scheduler_config(&models.scheduler_config)?;
-    let mut scheduler = AnyScheduler::with_kind(opts.scheduler, &sched_cfg)?;
-    scheduler.set_generator(crate::schedulers::Generator::new(opts.seed ^ 0x5eed));
-    let vae_cfg = AutoencoderKLConfig::from_file(models.vae_dir.join("config.json"))?;
-    let f = vae_cfg.downscale_factor();
-    let (lh, lw) = (2 * (opts.height / (2 * f)), 2 * (opts.width / (2 * f)));
-    let packed = {
-        let tcfg = FluxTransformerConfig::from_file(&models.dit_config)?;
-        let transformer = FluxTransformer2DModel::from_file(&models.dit, &tcfg, device)?;
-        let c = tcfg.in_channels / 4;
-        let mut rng = crate::schedulers::Generator::new(opts.seed);
-        let noise = pack_latents(rng.randn([n, c, lh, lw], device))?;
-        let bar = progress_bar(opts.steps, opts.progress);
-        let x = denoise(
-            &transformer,
-            &mut scheduler,
-            noise,
-            &cond,
-            uncond.as_ref(),
-            true_cfg,
-            guidance,
-            (lh / 2, lw / 2),
-            opts.steps,
-            &mut |_| bar.inc(1),
-        )?;
-        bar.finish_and_clear();
-        x
-    };
-    let vae = AutoencoderKL::from_folder(&models.vae_dir, device)?;
-    let images = decode(&vae, packed, lh, lw)?;
-    GeneratedImage::from_batch(
-        images,
-        &[
-            ("prompt", opts.prompt.clone()),
-            ("negative_prompt", negative),
-            ("seed", opts.seed.to_string()),
-            ("steps", opts.steps.to_string()),
-            ("true_cfg", true_cfg.to_string()),
-            ("guidance", guidance.to_string()),
-            ("scheduler", opts.scheduler.class_name().to_string()),
-            ("model", "FaceT5-FLUX".to_string()),
-            (
-                "software",
-                format!("faceclip-rs {}", env!("CARGO_PKG_VERSION")),
-            ),
-        ],
-    )
-}
-
-/// Runs the flow-match loop from packed `noise` `[B, (H/16)·(W/16), 64]` (not scaled, as
-/// FluxPipeline). With `true_cfg > 1` and a negative conditioning, each step runs the
-/// transformer on the positive, then the negative, and mixes `n + s·(c − n)`. Returns the
-/// packed latents.
-#[allow(clippy::too_many_arguments)]
-pub fn denoise(
-    transformer: &FluxTransformer2DModel,
-    scheduler: &mut AnyScheduler,
-    noise: Tensor<3>,
-    cond: &FluxConditioning,
-    uncond: Option<&FluxConditioning>,
-    true_cfg: f32,
-    guidance: f32,
-    (grid_h, grid_w): (usize, usize),
-    steps: usize,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<Tensor<3>> {
-    let device = noise.device();
-    let [b, seq, _] = noise.dims();
-    scheduler.set_image_seq_len(seq);
-    scheduler.set_timesteps(steps)?;
-    let img = image_ids(grid_h, grid_w, &device);
-    let txt = text_ids(cond.prompt_embeds.dims()[1], &device);
-    let rope = transformer.rotary_embedding(txt, img)?;
-    let guidance_t = transformer
-        .config()
-        .guidance_embeds
-        .then(|| Tensor::<1>::from_data(TensorData::new(vec![guidance; b], [b]), &device));
-    let mut x = noise;
-    let timesteps = scheduler.timesteps().to_vec();
-    for (i, &t) in timesteps.iter().enumerate() {
-        let tt = Tensor::<1>::from_data(TensorData::new(vec![t / 1000.0; b], [b]), &device);
-        let run = |c: &FluxConditioning| {
-            transformer.forward_with_rope(
-                x.clone(),
-                c.prompt_embeds.clone(),
-                c.pooled.clone(),
-                tt.clone(),
-                guidance_t.clone(),
-                &rope,
-            )
-        };
-        let v = run(cond)?;
-        let v = match uncond {
-            Some(n) if true_cfg > 1.0 => {
-                let vn = run(n)?;
-                vn.clone() + (v - vn) * true_cfg
-            }
-            _ => v,
-        };
-        x = scheduler.step(v, t, x)?;
-        check_finite(&x, i, t)?;
-        on_step(i);
+impl Default for FluxOptions {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: None,
+            steps: 50,
+            true_cfg_scale: 3.5,
+            guidance_scale: 1.0,
+            seed: crate::UPSTREAM_SEED,
+            width: 864,
+            height: 1152,
+            num_images: 1,
+            scheduler: SchedulerKind::FlowMatchEulerDiscrete,
+            noise: NoiseSource::default(),
+        }
     }
-    Ok(x)
+}
+
+crate::common_options!(FluxOptions);
+
+impl FluxOptions {
+    /// Upstream's defaults with `prompt`.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the true CFG scale.
+    pub fn true_cfg_scale(mut self, scale: f32) -> Self {
+        self.true_cfg_scale = scale;
+        self
+    }
+
+    /// Sets the distilled guidance.
+    pub fn guidance_scale(mut self, scale: f32) -> Self {
+        self.guidance_scale = scale;
+        self
+    }
+
+    /// Everything that can be wrong with these options, before anything loads.
+    pub fn validate(&self) -> Result<()> {
+        crate::check_common(
+            crate::Model::Flux,
+            self.steps,
+            self.width,
+            self.height,
+            self.num_images,
+            self.scheduler,
+        )?;
+        if !(self.true_cfg_scale.is_finite() && self.guidance_scale.is_finite()) {
+            return Err(Error::invalid("the guidance scales must be finite"));
+        }
+        Ok(())
+    }
+
+    fn negative(&self) -> &str {
+        self.negative_prompt.as_deref().unwrap_or(DEFAULT_NEGATIVE)
+    }
+}
+
+/// The FLUX transformer with what every step of one image shares: the rotary embedding of
+/// its text and image positions and the distilled guidance.
+pub struct FluxDenoiser<'a> {
+    pub transformer: &'a FluxTransformer2DModel,
+    pub rope: FluxRotaryEmbedding,
+    /// `[B]` distilled guidance (for guidance-distilled models).
+    pub guidance: Option<Tensor<1>>,
+}
+
+impl<'a> FluxDenoiser<'a> {
+    /// For packed latents of a `grid_h` x `grid_w` grid, `text_len` text tokens, batch `b`.
+    pub fn new(
+        transformer: &'a FluxTransformer2DModel,
+        (grid_h, grid_w): (usize, usize),
+        text_len: usize,
+        guidance: f32,
+        b: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let rope = transformer.rotary_embedding(text_ids(text_len, device), image_ids(grid_h, grid_w, device))?;
+        Ok(Self {
+            transformer,
+            rope,
+            guidance: transformer
+                .config()
+                .guidance_embeds
+                .then(|| filled(guidance, b, device)),
+        })
+    }
+}
+
+impl Denoiser<3> for FluxDenoiser<'_> {
+    type Cond = FluxConditioning;
+
+    fn predict(&self, x: Tensor<3>, timestep: f32, c: &FluxConditioning) -> Result<Tensor<3>> {
+        let b = x.dims()[0];
+        let t = filled(timestep / 1000.0, b, &x.device());
+        self.transformer.forward_with_rope(
+            x,
+            c.prompt_embeds.clone(),
+            c.pooled.clone(),
+            t,
+            self.guidance.clone(),
+            &self.rope,
+        )
+    }
+
+    fn concat(n: &FluxConditioning, p: &FluxConditioning) -> FluxConditioning {
+        FluxConditioning {
+            prompt_embeds: Tensor::cat(vec![n.prompt_embeds.clone(), p.prompt_embeds.clone()], 0),
+            pooled: Tensor::cat(vec![n.pooled.clone(), p.pooled.clone()], 0),
+        }
+    }
+}
+
+/// FaceT5-FLUX, loaded once: `FluxPipeline::from_pretrained(dir, &device)?` then
+/// [`FluxPipeline::generate`] as often as needed.
+pub struct FluxPipeline {
+    device: Device,
+    models: FluxModels,
+    load: LoadOptions,
+    encoder_cfg: FaceT5FluxConfig,
+    tokenizer: T5Tokenizer,
+    dit_cfg: FluxTransformerConfig,
+    vae_cfg: AutoencoderKLConfig,
+    scheduler_cfg: serde_json::Value,
+    encoder: Slot<FaceT5FluxEncoder>,
+    transformer: Slot<FluxTransformer2DModel>,
+    vae: Slot<AutoencoderKL>,
+    aligner: FaceAligner,
+}
+
+impl FluxPipeline {
+    /// Loads the models of a model folder (layout: [`crate::models`]), keeping them loaded.
+    pub fn from_pretrained(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        Self::load(FluxModels::discover(dir.as_ref())?, device, &LoadOptions::default())
+    }
+
+    /// Loads `models` on `device` as `options` say (configs and tokenizer read and checked
+    /// first; under [`crate::MemoryPolicy::KeepLoaded`] every model is loaded now).
+    pub fn load(models: FluxModels, device: &Device, options: &LoadOptions) -> Result<Self> {
+        options.check()?;
+        let encoder_cfg = match &models.encoder_config {
+            Some(p) => FaceT5FluxConfig::from_value(&crate::read_json(p)?)?,
+            None => FaceT5FluxConfig::released(),
+        };
+        let tokenizer = T5Tokenizer::from_file(&models.t5_tokenizer)?
+            .with_max_length(encoder_cfg.face_t5.max_sequence_length)?;
+        let dit_cfg = FluxTransformerConfig::from_file(&models.dit_config)?;
+        let vae_cfg = AutoencoderKLConfig::from_file(models.vae_dir.join("config.json"))?;
+        let (_, scheduler_cfg) = read_scheduler_config(&models.scheduler_config)?;
+        let mut me = Self {
+            device: device.clone(),
+            models,
+            load: options.clone(),
+            encoder_cfg,
+            tokenizer,
+            dit_cfg,
+            vae_cfg,
+            scheduler_cfg,
+            encoder: Slot::OnDemand,
+            transformer: Slot::OnDemand,
+            vae: Slot::OnDemand,
+            aligner: FaceAligner::new(device),
+        };
+        let memory = options.memory;
+        me.encoder = Slot::new(memory, || me.load_encoder())?;
+        me.transformer = Slot::new(memory, || me.load_transformer())?;
+        me.vae = Slot::new(memory, || me.load_vae())?;
+        Ok(me)
+    }
+
+    /// The files this pipeline reads.
+    pub fn models(&self) -> &FluxModels {
+        &self.models
+    }
+
+    /// The device the models run on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn load_encoder(&self) -> Result<FaceT5FluxEncoder> {
+        FaceT5FluxEncoder::from_checkpoint(
+            Checkpoint::open(&self.models.encoder)?,
+            &self.encoder_cfg,
+            &self.device,
+        )
+    }
+
+    fn load_transformer(&self) -> Result<FluxTransformer2DModel> {
+        FluxTransformer2DModel::load_with(
+            Checkpoint::open(&self.models.dit)?,
+            &self.dit_cfg,
+            &self.load.loras,
+            &self.device,
+        )
+    }
+
+    fn load_vae(&self) -> Result<AutoencoderKL> {
+        AutoencoderKL::from_folder(&self.models.vae_dir, &self.device)
+    }
+
+    /// The T5 token count prompts are padded or cut to.
+    pub fn max_sequence_length(&self) -> usize {
+        self.encoder_cfg.face_t5.max_sequence_length
+    }
+
+    /// The prompts of `opts` longer than the T5 encoder's `max_sequence_length` tokens
+    /// (upstream cuts them silently).
+    pub fn truncated_prompts(&self, opts: &FluxOptions) -> Result<Vec<String>> {
+        let prompts = [opts.prompt.as_str(), opts.negative()];
+        let cut = self.tokenizer.encode(&prompts)?.truncated;
+        Ok(prompts
+            .into_iter()
+            .zip(cut)
+            .filter(|(_, c)| *c)
+            .map(|(p, _)| p.to_string())
+            .collect())
+    }
+
+    /// Encodes `face` with the prompt and, when true CFG is on, the negative prompt with a
+    /// zero face: the `(positive, negative)` conditionings.
+    pub fn encode(
+        &self,
+        face: &FaceInput,
+        opts: &FluxOptions,
+    ) -> Result<(FluxConditioning, Option<FluxConditioning>)> {
+        let crop = face.crop(&self.aligner)?;
+        self.encoder.with(
+            || self.load_encoder(),
+            |enc| {
+                let pos = enc.encode(&[Some(crop)], &[opts.prompt.as_str()], &self.tokenizer)?;
+                let neg = (opts.true_cfg_scale > 1.0)
+                    .then(|| enc.encode(&[None], &[opts.negative()], &self.tokenizer))
+                    .transpose()?;
+                Ok((pos, neg))
+            },
+        )
+    }
+
+    /// Makes `opts.num_images` images of the person in `face`, as `infer_face_t5_flux.py`.
+    pub fn generate(&self, face: &FaceInput, opts: &FluxOptions) -> Result<Vec<GeneratedImage>> {
+        self.generate_with(face, opts, &mut |_| Control::Continue)
+    }
+
+    /// [`Self::generate`] calling `on_step` after every denoising step of every image; it
+    /// may stop the run ([`Error::Cancelled`]).
+    pub fn generate_with(
+        &self,
+        face: &FaceInput,
+        opts: &FluxOptions,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<Vec<GeneratedImage>> {
+        opts.validate()?;
+        let (pos, neg) = self.encode(face, opts)?;
+        let f = self.vae_cfg.downscale_factor();
+        let (lh, lw) = (2 * (opts.height / (2 * f)), 2 * (opts.width / (2 * f)));
+        let shape = [self.dit_cfg.in_channels / 4, lh, lw];
+        let text_len = pos.prompt_embeds.dims()[1];
+        let latents = self.transformer.with(
+            || self.load_transformer(),
+            |transformer| {
+                let model = FluxDenoiser::new(
+                    transformer,
+                    (lh / 2, lw / 2),
+                    text_len,
+                    opts.guidance_scale,
+                    1,
+                    &self.device,
+                )?;
+                (0..opts.num_images)
+                    .map(|i| {
+                        let seed = opts.seed.wrapping_add(i as u64);
+                        let noise = pack_latents(crate::schedulers::initial_noise(
+                            opts.noise,
+                            seed,
+                            1,
+                            shape,
+                            &self.device,
+                        ))?;
+                        let mut scheduler =
+                            crate::scheduler_for(opts.scheduler, &self.scheduler_cfg, seed)?;
+                        scheduler.set_image_seq_len(noise.dims()[1]);
+                        scheduler.set_timesteps(opts.steps)?;
+                        denoise(
+                            &model,
+                            &mut scheduler,
+                            noise,
+                            &pos,
+                            neg.as_ref(),
+                            Guidance::TwoPass(opts.true_cfg_scale),
+                            &mut crate::step_reporter(i, opts.steps, on_step, |x: &Tensor<3>| {
+                                unpack_latents(x.clone(), lh, lw)
+                            }),
+                        )
+                        .map_err(|e| crate::in_image(e, i))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            },
+        )?;
+        let metadata = vec![
+            ("prompt", opts.prompt.clone()),
+            ("negative_prompt", opts.negative().to_string()),
+            ("steps", opts.steps.to_string()),
+            ("true_cfg", opts.true_cfg_scale.to_string()),
+            ("guidance", opts.guidance_scale.to_string()),
+            ("scheduler", opts.scheduler.class_name().to_string()),
+            ("noise", opts.noise.to_string()),
+            ("model", "FaceT5-FLUX".to_string()),
+        ];
+        self.vae.with(
+            || self.load_vae(),
+            |vae| {
+                latents
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let seed = opts.seed.wrapping_add(i as u64);
+                        GeneratedImage::from_tensor(
+                            decode(vae, x, lh, lw)?,
+                            seed,
+                            crate::image_metadata(&metadata, seed, &self.load, face),
+                        )
+                    })
+                    .collect()
+            },
+        )
+    }
 }
 
 /// Unpacks and decodes: `vae.decode(z / scaling + shift)`, then `clamp(x/2 + 0.5)`.
@@ -180,57 +392,4 @@ pub fn decode(
 ) -> Result<Tensor<4>> {
     let latents = unpack_latents(packed, height, width)?;
     crate::sdxl::decode(vae, latents)
-}
-
-/// Parity on the `pipeline_flux` fixture; compares `out.image` `[B, H, W, 3]`.
-pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
-    let tcfg: faceclip_dit::FluxTransformerConfig = fx.config_as("/transformer")?;
-    let vae_cfg: faceclip_unet::AutoencoderKLConfig = fx.config_as("/vae")?;
-    let transformer =
-        FluxTransformer2DModel::load(&fx.weights_from("transformer")?, &tcfg, device)?;
-    let vae = AutoencoderKL::load(fx.weights_from("vae")?, &vae_cfg, device)?;
-    let call = FixtureCall::read(fx, SchedulerKind::FlowMatchEulerDiscrete, device)?;
-    let (h, w) = (call.num("height")? as usize, call.num("width")? as usize);
-    let steps = call.num("num_inference_steps")? as usize;
-    let guidance = call.num("guidance_scale")? as f32;
-    let true_cfg = call.num("true_cfg_scale")? as f32;
-    let mut scheduler = call.scheduler;
-    let [cond, uncond] = [call.cond, call.uncond].map(|(prompt_embeds, pooled)| FluxConditioning {
-        prompt_embeds,
-        pooled,
-    });
-    let f = vae.downscale_factor();
-    let (lh, lw) = (h / f, w / f);
-    let noise = fx.tensor::<3>("in.latents", device)?;
-    // The packed input must be the packing of the unpacked one.
-    let mut report = ParityReport::default();
-    if fx.has("in.latents_unpacked") {
-        let packed = pack_latents(fx.tensor::<4>("in.latents_unpacked", device)?)?;
-        let (shape, want) = fx.f32("in.latents")?;
-        let got = faceclip_core::to_vec_f32(packed.clone());
-        report.push(faceclip_core::Comparison::new(
-            "packing",
-            &packed.dims(),
-            &got,
-            &shape,
-            &want,
-            0.0,
-            0.0,
-        ));
-    }
-    let x = denoise(
-        &transformer,
-        &mut scheduler,
-        noise,
-        &cond,
-        Some(&uncond),
-        true_cfg,
-        guidance,
-        (lh / 2, lw / 2),
-        steps,
-        &mut |_| {},
-    )?;
-    let img = decode(&vae, x, lh, lw)?.permute([0, 2, 3, 1]);
-    report.push(fx.check("image", img.into_data())?);
-    Ok(report)
 }

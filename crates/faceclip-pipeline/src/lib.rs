@@ -1,25 +1,32 @@
-//! FaceCLIP in Rust: schedulers, the FaceCLIP-SDXL and FaceT5-FLUX pipelines, model discovery
-//! and the parity dispatch.
+//! FaceCLIP in Rust: the FaceCLIP-SDXL and FaceT5-FLUX pipelines, their schedulers and model
+//! discovery. Load a pipeline once, then make as many images as needed:
 //!
 //! ```no_run
-//! use faceclip_pipeline::{FaceInput, GenerateOptions, models::SdxlModels, sdxl};
+//! use faceclip_pipeline::{FaceInput, SdxlOptions, SdxlPipeline};
 //! use faceclip_pipeline::core::device::default_device;
 //!
 //! # fn main() -> faceclip_pipeline::core::Result<()> {
 //! let device = default_device()?;
-//! let models = SdxlModels::discover("models".as_ref())?;
-//! let face = FaceInput::open("face.png", false)?;
-//! let opts = GenerateOptions::sdxl("a portrait photo in a garden");
-//! for (i, img) in sdxl::generate(&models, &face, &opts, &device)?.iter().enumerate() {
-//!     img.save(format!("out_{i}.png").as_ref())?;
+//! let pipe = SdxlPipeline::from_pretrained("models", &device)?;
+//! let face = FaceInput::open("face.png")?;
+//! for prompt in ["a portrait photo in a garden", "an astronaut on the moon"] {
+//!     let opts = SdxlOptions::new(prompt).steps(30).seed(7);
+//!     for img in pipe.generate(&face, &opts)? {
+//!         img.save(format!("out_{}.png", img.seed).as_ref())?;
+//!     }
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! The library prints nothing: progress and previews come through the step callback of
+//! `generate_with`, warnings as return values (e.g. [`sdxl::truncated_prompts`]).
 
 pub mod flux;
 pub mod hub;
 pub mod models;
+#[cfg(feature = "parity")]
 pub mod parity;
+pub mod pipeline_utils;
 pub mod schedulers;
 pub mod sdxl;
 
@@ -27,129 +34,237 @@ use std::path::{Path, PathBuf};
 
 pub use faceclip_core as core;
 pub use faceclip_detect as detect;
+pub use faceclip_detect::AlignMode;
 pub use faceclip_dit as dit;
 pub use faceclip_encoders as encoders;
 pub use faceclip_unet as unet;
-pub use schedulers::SchedulerKind;
+pub use flux::{FluxOptions, FluxPipeline};
+pub use image;
+pub use models::{FluxModels, SdxlModels};
+pub use pipeline_utils::{
+    Control, GeneratedImage, Guidance, LoadOptions, LoraSpec, MemoryPolicy, StepInfo,
+};
+pub use schedulers::{NoiseSource, SchedulerKind};
+pub use sdxl::{MicroConditioning, SdxlOptions, SdxlPipeline};
 
 use faceclip_core::image::RgbImage;
 use faceclip_core::{Device, Error, Result, Tensor};
 
-/// Fails with [`Error::Numerical`] when `x` holds NaN or Inf after step `step` (timestep `t`).
-pub fn check_finite<const D: usize>(x: &Tensor<D>, step: usize, t: f32) -> Result<()> {
-    if non_finite(x) {
-        return Err(Error::Numerical(format!(
-            "the latents hold NaN or Inf after step {} (timestep {t}); {F16_HINT}",
-            step + 1
+/// The seed upstream's infer scripts use.
+pub const UPSTREAM_SEED: u64 = 453563;
+
+/// Which of the two systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// FaceCLIP-SDXL (noise prediction; sizes multiples of 8).
+    Sdxl,
+    /// FaceT5-FLUX (flow matching; sizes multiples of 16).
+    Flux,
+}
+
+impl Model {
+    /// The display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sdxl => "FaceCLIP-SDXL",
+            Self::Flux => "FaceT5-FLUX",
+        }
+    }
+
+    /// Width and height must be multiples of this (the VAE's 8, times FLUX's 2x2 packing).
+    pub fn size_multiple(self) -> usize {
+        match self {
+            Self::Sdxl => 8,
+            Self::Flux => 16,
+        }
+    }
+
+    /// True when `kind` fits this model: flow matching for FLUX, the others for SDXL.
+    pub fn fits(self, kind: SchedulerKind) -> bool {
+        kind.is_flow_matching() == (self == Self::Flux)
+    }
+
+    /// The scheduler names that fit this model.
+    pub fn scheduler_names(self) -> Vec<&'static str> {
+        SchedulerKind::NAMES
+            .iter()
+            .copied()
+            .filter(|n| n.parse::<SchedulerKind>().is_ok_and(|k| self.fits(k)))
+            .collect()
+    }
+}
+
+/// The largest image side and image count one call accepts.
+pub const MAX_SIDE: usize = 4096;
+pub const MAX_IMAGES: usize = 64;
+pub const MAX_STEPS: usize = 1000;
+
+/// The checks both option types share: steps, size, image count, scheduler.
+pub(crate) fn check_common(
+    model: Model,
+    steps: usize,
+    width: usize,
+    height: usize,
+    num_images: usize,
+    scheduler: SchedulerKind,
+) -> Result<()> {
+    if steps == 0 || steps > MAX_STEPS {
+        return Err(Error::invalid(format!(
+            "steps {steps} must be between 1 and {MAX_STEPS}"
+        )));
+    }
+    let m = model.size_multiple();
+    for (name, v) in [("width", width), ("height", height)] {
+        if v == 0 || !v.is_multiple_of(m) {
+            return Err(Error::invalid(format!(
+                "{name} {v} must be a positive multiple of {m} for {}",
+                model.name()
+            )));
+        }
+        if v > MAX_SIDE {
+            return Err(Error::invalid(format!("{name} {v} is larger than {MAX_SIDE}")));
+        }
+    }
+    if num_images == 0 || num_images > MAX_IMAGES {
+        return Err(Error::invalid(format!(
+            "num_images {num_images} must be between 1 and {MAX_IMAGES}"
+        )));
+    }
+    if !model.fits(scheduler) {
+        return Err(Error::invalid(format!(
+            "scheduler {} does not fit {} ({}); use one of: {}",
+            scheduler.name(),
+            model.name(),
+            match model {
+                Model::Sdxl => "a noise-prediction model",
+                Model::Flux => "a flow-matching model",
+            },
+            model.scheduler_names().join(", ")
         )));
     }
     Ok(())
 }
 
-const F16_HINT: &str = "the usual cause is f16 overflow: run in f32 or bf16";
+/// The setters both option types share (one definition for both).
+macro_rules! common_options {
+    ($t:ty) => {
+        impl $t {
+            /// Sets the negative prompt.
+            pub fn negative_prompt(mut self, prompt: impl Into<String>) -> Self {
+                self.negative_prompt = Some(prompt.into());
+                self
+            }
 
-fn non_finite<const D: usize>(x: &Tensor<D>) -> bool {
-    x.clone().is_nan().any().into_scalar() || x.clone().is_inf().any().into_scalar()
+            /// Sets the number of denoising steps.
+            pub fn steps(mut self, steps: usize) -> Self {
+                self.steps = steps;
+                self
+            }
+
+            /// Sets the seed of the first image (image `i` uses `seed + i`).
+            pub fn seed(mut self, seed: u64) -> Self {
+                self.seed = seed;
+                self
+            }
+
+            /// Sets the image size in pixels.
+            pub fn size(mut self, width: usize, height: usize) -> Self {
+                self.width = width;
+                self.height = height;
+                self
+            }
+
+            /// Sets how many images one call makes.
+            pub fn num_images(mut self, n: usize) -> Self {
+                self.num_images = n;
+                self
+            }
+
+            /// Sets the scheduler.
+            pub fn scheduler(mut self, kind: $crate::SchedulerKind) -> Self {
+                self.scheduler = kind;
+                self
+            }
+
+            /// Sets the generator of the initial latents.
+            pub fn noise(mut self, source: $crate::NoiseSource) -> Self {
+                self.noise = source;
+                self
+            }
+        }
+    };
+}
+pub(crate) use common_options;
+
+/// The scheduler `kind` from a pipeline's scheduler config, its noise (ancestral and SDE
+/// steps) seeded from the image's `seed`.
+pub(crate) fn scheduler_for(
+    kind: SchedulerKind,
+    config: &serde_json::Value,
+    seed: u64,
+) -> Result<schedulers::AnyScheduler> {
+    use schedulers::Scheduler;
+    let mut s = schedulers::AnyScheduler::with_kind(kind, config)?;
+    s.set_generator(schedulers::Generator::new(seed ^ 0x5eed));
+    Ok(s)
 }
 
-/// The VAE's decoded images must be finite: the SDXL VAE is known to overflow in f16.
-pub(crate) fn check_finite_images(x: &Tensor<4>) -> Result<()> {
-    if non_finite(x) {
-        return Err(Error::Numerical(format!(
-            "the VAE decoded NaN or Inf pixels; {F16_HINT}"
-        )));
+/// Adapts a user's [`StepInfo`] callback to the loop's `(step, timestep, latents)` for image
+/// `image`; `unpack` turns the loop's latents into `[B, C, h, w]`.
+pub(crate) fn step_reporter<'a, const D: usize>(
+    image: usize,
+    steps: usize,
+    on_step: &'a mut pipeline_utils::StepCallback<'_>,
+    unpack: impl Fn(&Tensor<D>) -> Result<Tensor<4>> + 'a,
+) -> impl FnMut(usize, f32, &Tensor<D>) -> Control + 'a {
+    move |step, timestep, x| match unpack(x) {
+        Ok(latents) => on_step(&StepInfo {
+            image,
+            step,
+            steps,
+            timestep,
+            latents,
+        }),
+        Err(_) => Control::Continue,
     }
-    Ok(())
 }
 
-/// What a pipeline fixture (`pipeline_sdxl`, `pipeline_flux`) gives both pipelines' parity
-/// checks: the scheduler of kind `kind` from its `config.scheduler`, the numbers of its
-/// `extra.call`, and its (positive, negative) conditioning `(prompt_embeds, pooled)`.
-pub(crate) struct FixtureCall {
-    pub scheduler: schedulers::AnyScheduler,
-    pub cond: (Tensor<3>, Tensor<2>),
-    pub uncond: (Tensor<3>, Tensor<2>),
-    call: serde_json::Value,
-    meta: PathBuf,
-}
-
-impl FixtureCall {
-    pub fn read(fx: &faceclip_core::Fixture, kind: SchedulerKind, device: &Device) -> Result<Self> {
-        let meta = fx.dir.join("meta.json");
-        let scheduler = schedulers::AnyScheduler::with_kind(
-            kind,
-            fx.config()
-                .get("scheduler")
-                .unwrap_or(&serde_json::Value::Null),
-        )?;
-        let call = fx
-            .extra()
-            .get("call")
-            .cloned()
-            .ok_or_else(|| Error::config(&meta, "no extra.call"))?;
-        let embeds = |neg: &str| -> Result<(Tensor<3>, Tensor<2>)> {
-            Ok((
-                fx.tensor(&format!("in.{neg}prompt_embeds"), device)?,
-                fx.tensor(&format!("in.{neg}pooled_prompt_embeds"), device)?,
-            ))
-        };
-        Ok(Self {
-            scheduler,
-            cond: embeds("")?,
-            uncond: embeds("negative_")?,
-            call,
-            meta,
-        })
-    }
-
-    /// The number `extra.call.{key}`.
-    pub fn num(&self, key: &str) -> Result<f64> {
-        self.call
-            .get(key)
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| Error::config(&self.meta, format!("no extra.call.{key}")))
+/// Names image `i` in a cancellation.
+pub(crate) fn in_image(e: Error, i: usize) -> Error {
+    match e {
+        Error::Cancelled { step, .. } => Error::Cancelled { image: i, step },
+        e => e,
     }
 }
 
-/// Reads a JSON file.
+/// One image's metadata: the run's `base`, its seed, the LoRAs, the face source, the software.
+pub(crate) fn image_metadata(
+    base: &[(&str, String)],
+    seed: u64,
+    load: &LoadOptions,
+    face: &FaceInput,
+) -> Vec<(String, String)> {
+    let mut md: Vec<(String, String)> = base
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    md.push(("seed".into(), seed.to_string()));
+    if let Some(src) = &face.source {
+        md.push(("face".into(), src.display().to_string()));
+    }
+    for l in &load.loras {
+        md.push(("lora".into(), format!("{}:{}", l.path.display(), l.scale)));
+    }
+    md.push((
+        "software".into(),
+        format!("faceclip-rs {}", env!("CARGO_PKG_VERSION")),
+    ));
+    md
+}
+
+/// Reads a JSON file (through the one config reader, [`faceclip_core::read_config`]).
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::config(path, e))
-}
-
-/// One stderr line per prompt the tokenizer cut (`truncated[i]` for `prompts[i]`), when the
-/// run shows progress: upstream truncates silently; the user should know the tail is ignored.
-pub(crate) fn warn_truncated(
-    prompts: &[&str],
-    truncated: &[bool],
-    tokenizer: &str,
-    limit: usize,
-    show: bool,
-) {
-    if !show {
-        return;
-    }
-    for (p, _) in prompts.iter().zip(truncated).filter(|(_, t)| **t) {
-        let head: String = p.chars().take(40).collect();
-        eprintln!(
-            "warning: the prompt \"{head}...\" is longer than {tokenizer}'s {limit} tokens; \
-             the rest is ignored (as upstream does)"
-        );
-    }
-}
-
-/// A progress bar over `steps` denoising steps with it/s (hidden when `show` is false).
-pub(crate) fn progress_bar(steps: usize, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(steps as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} steps [{elapsed_precise}<{eta_precise}, {per_sec}]",
-    ) {
-        bar.set_style(style);
-    }
-    bar
+    faceclip_core::read_config(path)
 }
 
 /// Decoder output `[B, 3, H, W]` in `[-1, 1]` -> `[0, 1]`: `clamp(x/2 + 0.5, 0, 1)`.
@@ -157,44 +272,109 @@ pub fn postprocess(image: Tensor<4>) -> Tensor<4> {
     (image / 2.0 + 0.5).clamp(0.0, 1.0)
 }
 
-/// A face photo and how to use it.
+/// A face photo and how to turn it into the crop the encoders see.
 #[derive(Debug, Clone)]
 pub struct FaceInput {
     pub image: RgbImage,
-    /// Where it came from (for messages and PNG metadata).
-    pub source: PathBuf,
-    /// True when `image` is already an aligned FaceCLIP crop (skip detection).
-    pub aligned: bool,
+    /// Where it came from (for messages and metadata); `None` for an in-memory image.
+    pub source: Option<PathBuf>,
+    /// Whether it is detected and aligned first (default [`AlignMode::Auto`]: an image that
+    /// already is an aligned FaceCLIP crop is used as is).
+    pub align: AlignMode,
     /// Which detected face to use, largest first.
     pub face_index: usize,
 }
 
 impl FaceInput {
-    /// The aligned face shipped for `--demo` runs (FaceCLIP's asset crop `0001`).
-    pub fn demo_face() -> Result<Self> {
-        let path = models::demo_dir()?.join("face.png");
-        Self::open(path, true)
-    }
-
-    /// Opens a photo; `aligned` skips detection.
-    pub fn open(path: impl AsRef<Path>, aligned: bool) -> Result<Self> {
+    /// Opens a photo (PNG, JPEG, WebP; EXIF orientation applied).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         Ok(Self {
             image: RgbImage::open(path)?,
-            source: path.to_path_buf(),
-            aligned,
+            source: Some(path.to_path_buf()),
+            align: AlignMode::default(),
             face_index: 0,
         })
     }
 
-    /// The aligned crop the encoders see: the image itself when `aligned`, otherwise the
-    /// detected face `face_index` aligned to the ArcFace template at 448x448.
-    pub fn aligned_crop(&self, device: &Device) -> Result<RgbImage> {
-        if self.aligned {
-            Ok(self.image.clone())
-        } else {
-            align_face(&self.image, &self.source, self.face_index, device)
+    /// A face from an `image` crate image (any pixel type; alpha dropped).
+    pub fn from_image(image: &image::DynamicImage) -> Result<Self> {
+        let rgb = image.to_rgb8();
+        Ok(Self {
+            image: RgbImage::from_rgb8(rgb.width() as usize, rgb.height() as usize, rgb.as_raw())?,
+            source: None,
+            align: AlignMode::default(),
+            face_index: 0,
+        })
+    }
+
+    /// The aligned face shipped for `--demo` runs (FaceCLIP's asset crop `0001`).
+    pub fn demo_face() -> Result<Self> {
+        Self::open(models::demo_dir()?.join("face.png"))
+    }
+
+    /// Sets the [`AlignMode`].
+    pub fn align(mut self, mode: AlignMode) -> Self {
+        self.align = mode;
+        self
+    }
+
+    /// Sets which detected face to use (largest first).
+    pub fn face_index(mut self, index: usize) -> Self {
+        self.face_index = index;
+        self
+    }
+
+    fn source_path(&self) -> PathBuf {
+        self.source.clone().unwrap_or_else(|| PathBuf::from("<image>"))
+    }
+
+    /// The crop the encoders see, as [`Self::align`] says.
+    pub(crate) fn crop(&self, aligner: &FaceAligner) -> Result<RgbImage> {
+        if self.align == AlignMode::Never {
+            return Ok(self.image.clone());
         }
+        let rgb = self.image.to_rgb8();
+        let crop = aligner
+            .mtcnn()?
+            .face_crop(
+                (self.image.width, self.image.height, rgb.as_slice()),
+                self.align,
+                self.face_index,
+                448,
+            )
+            .map_err(|e| Error::Image {
+                path: self.source_path(),
+                reason: e.to_string(),
+            })?;
+        if crop.is_as_is() {
+            return Ok(self.image.clone());
+        }
+        let img = crop.image();
+        RgbImage::from_rgb8(img.width, img.height, &img.data)
+    }
+}
+
+/// The MTCNN detector, built on first use and kept.
+pub(crate) struct FaceAligner {
+    device: Device,
+    mtcnn: std::cell::OnceCell<faceclip_detect::Mtcnn>,
+}
+
+impl FaceAligner {
+    pub fn new(device: &Device) -> Self {
+        Self {
+            device: device.clone(),
+            mtcnn: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn mtcnn(&self) -> Result<&faceclip_detect::Mtcnn> {
+        if let Some(m) = self.mtcnn.get() {
+            return Ok(m);
+        }
+        let m = faceclip_detect::Mtcnn::new(&self.device)?;
+        Ok(self.mtcnn.get_or_init(|| m))
     }
 }
 
@@ -206,124 +386,11 @@ pub fn align_face(
     face_index: usize,
     device: &Device,
 ) -> Result<RgbImage> {
-    let rgb = image.to_rgb8();
-    let mtcnn = faceclip_detect::Mtcnn::new(device)?;
-    let face = mtcnn
-        .detect_and_align((image.width, image.height, rgb.as_slice()), face_index, 448)
-        .map_err(|e| Error::Image {
-            path: source.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    RgbImage::from_rgb8(face.image.width, face.image.height, &face.image.data)
-}
-
-/// Generation settings shared by both pipelines; `None` means the pipeline's default.
-#[derive(Debug, Clone)]
-pub struct GenerateOptions {
-    pub prompt: String,
-    /// The negative prompt (default: upstream's).
-    pub negative: Option<String>,
-    pub steps: usize,
-    /// SDXL classifier-free guidance (default 5.0).
-    pub cfg: Option<f32>,
-    /// FLUX true CFG (default 3.5).
-    pub true_cfg: Option<f32>,
-    /// FLUX distilled guidance (default 1.0).
-    pub guidance: Option<f32>,
-    pub seed: u64,
-    pub width: usize,
-    pub height: usize,
-    pub num_images: usize,
-    pub scheduler: SchedulerKind,
-    /// Show a progress bar over the steps.
-    pub progress: bool,
-}
-
-impl GenerateOptions {
-    /// A typed error unless width and height are positive multiples of `multiple` (the VAE's
-    /// downscale, times FLUX's 2x2 packing).
-    pub(crate) fn check_size(&self, multiple: usize) -> Result<()> {
-        let fits = |x: usize| x > 0 && x.is_multiple_of(multiple);
-        if fits(self.width) && fits(self.height) {
-            return Ok(());
-        }
-        Err(Error::invalid(format!(
-            "width and height must be positive multiples of {multiple}, got {}x{}",
-            self.width, self.height
-        )))
-    }
-
-    /// Upstream's SDXL defaults: 864x1152, 50 Euler steps, CFG 5.0, seed 453563.
-    pub fn sdxl(prompt: &str) -> Self {
-        Self {
-            prompt: prompt.into(),
-            negative: None,
-            steps: 50,
-            cfg: None,
-            true_cfg: None,
-            guidance: None,
-            seed: 453563,
-            width: 864,
-            height: 1152,
-            num_images: 1,
-            scheduler: SchedulerKind::EulerDiscrete,
-            progress: false,
-        }
-    }
-
-    /// Upstream's FLUX defaults: 864x1152, 50 flow-match steps, true CFG 3.5, guidance 1.0.
-    pub fn flux(prompt: &str) -> Self {
-        Self {
-            scheduler: SchedulerKind::FlowMatchEulerDiscrete,
-            ..Self::sdxl(prompt)
-        }
-    }
-}
-
-/// One generated image with the text metadata its PNG carries.
-#[derive(Debug, Clone)]
-pub struct GeneratedImage {
-    pub width: usize,
-    pub height: usize,
-    /// Interleaved RGB8.
-    pub pixels: Vec<u8>,
-    pub metadata: Vec<(&'static str, String)>,
-}
-
-impl GeneratedImage {
-    /// Turns `[B, 3, H, W]` images in `[0, 1]` into RGB8 images with `metadata` (+ the seed
-    /// and index of each).
-    pub fn from_batch(images: Tensor<4>, metadata: &[(&'static str, String)]) -> Result<Vec<Self>> {
-        let [b, _, h, w] = images.dims();
-        let mut out = Vec::with_capacity(b);
-        for i in 0..b {
-            let img: Tensor<3> = images.clone().narrow(0, i, 1).squeeze_dim(0);
-            let data = faceclip_core::to_vec_f32(img);
-            let rgb = RgbImage {
-                width: w,
-                height: h,
-                data,
-            };
-            let mut md = metadata.to_vec();
-            md.push(("index", i.to_string()));
-            out.push(Self {
-                width: w,
-                height: h,
-                pixels: rgb.to_rgb8(),
-                metadata: md,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Writes a PNG (atomically) carrying the metadata as text chunks.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        faceclip_core::image::save_rgb8_png(
-            &self.pixels,
-            self.width,
-            self.height,
-            path,
-            &self.metadata,
-        )
-    }
+    let face = FaceInput {
+        image: image.clone(),
+        source: Some(source.to_path_buf()),
+        align: AlignMode::Always,
+        face_index,
+    };
+    face.crop(&FaceAligner::new(device))
 }

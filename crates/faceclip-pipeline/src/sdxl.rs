@@ -1,188 +1,390 @@
 //! FaceCLIP-SDXL: `infer_face_clip_sdxl.py` through diffusers' `StableDiffusionXLPipeline`,
-//! on any burn backend.
+//! as a load-once [`SdxlPipeline`].
 //!
 //! Positive conditioning is the FaceCLIP-L/G encoding of the face and prompt; negative is the
 //! same encoder with a zero face, face mask off and upstream's negative prompt. Classifier-free
-//! guidance (default 5.0), SDXL micro-conditioning time ids `(H, W, 0, 0, H, W)`, Euler steps,
-//! VAE decode.
+//! guidance (default 5.0) on the batch `[negative; positive]`, SDXL micro-conditioning
+//! ([`MicroConditioning`]), Euler steps, VAE decode.
 
-use faceclip_core::{Checkpoint, Device, Fixture, ParityReport, Result, Tensor, TensorData};
+use faceclip_core::{Checkpoint, Device, Error, Pretrained, Result, Tensor, TensorData};
 use faceclip_encoders::fusion::{FaceClipSdxlConfig, FaceClipSdxlEncoder};
-use faceclip_unet::{AutoencoderKL, UNet2DConditionConfig, UNet2DConditionModel};
+use faceclip_unet::{AutoencoderKL, AutoencoderKLConfig, UNet2DConditionConfig, UNet2DConditionModel};
 
 use crate::models::SdxlModels;
-use crate::schedulers::{AnyScheduler, Scheduler, read_scheduler_config};
-use crate::{
-    FaceInput, FixtureCall, GenerateOptions, GeneratedImage, check_finite, postprocess,
-    progress_bar,
+use crate::pipeline_utils::{
+    Control, Denoiser, GeneratedImage, Guidance, LoadOptions, Slot, StepCallback, denoise,
 };
-
-/// Loads the FaceCLIP-L/G encoder of `models` (its config file when present, else the
-/// released configuration).
-pub fn load_encoder(models: &SdxlModels, device: &Device) -> Result<FaceClipSdxlEncoder> {
-    let cfg = match &models.encoder_config {
-        Some(p) => FaceClipSdxlConfig::from_value(&crate::read_json(p)?)?,
-        None => FaceClipSdxlConfig::released(),
-    };
-    FaceClipSdxlEncoder::from_checkpoint(Checkpoint::open(&models.encoder)?, &cfg, device)
-}
-
-/// Generates `opts.num_images` images of the person in `face`, as `infer_face_clip_sdxl.py`
-/// does. Components load when needed and are dropped after use, so peak memory is about the
-/// largest model (the UNet), not the sum.
-pub fn generate(
-    models: &SdxlModels,
-    face: &FaceInput,
-    opts: &GenerateOptions,
-    device: &Device,
-) -> Result<Vec<GeneratedImage>> {
-    opts.check_size(8)?;
-    let crop = face.aligned_crop(device)?;
-    let n = opts.num_images;
-    let negative = opts
-        .negative
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NEGATIVE.to_string());
-    let prompt = format!("{} ", opts.prompt);
-    let cut = faceclip_encoders::tokenizer_clip::ClipTokenizer::new()?
-        .encode_openclip(&[prompt.as_str(), negative.as_str()])?
-        .truncated;
-    let limit = faceclip_encoders::tokenizer_clip::CONTEXT_LENGTH;
-    crate::warn_truncated(
-        &[&opts.prompt, &negative],
-        &cut,
-        "CLIP",
-        limit,
-        opts.progress,
-    );
-    let (cond, uncond) = {
-        let encoder = load_encoder(models, device)?;
-        let cond = encoder.encode(&vec![Some(crop); n], &vec![prompt; n])?;
-        let uncond = encoder.encode(&vec![None; n], &vec![negative.clone(); n])?;
-        (cond, uncond)
-    };
-    let (_, sched_cfg) = read_scheduler_config(&models.scheduler_config)?;
-    let mut scheduler = AnyScheduler::with_kind(opts.scheduler, &sched_cfg)?;
-    scheduler.set_generator(crate::schedulers::Generator::new(opts.seed ^ 0x5eed));
-    let vae_cfg =
-        faceclip_unet::AutoencoderKLConfig::from_file(models.vae_dir.join("config.json"))?;
-    let latents = {
-        let unet_cfg = UNet2DConditionConfig::from_file(&models.unet_config)?;
-        let unet = UNet2DConditionModel::load(Checkpoint::open(&models.unet)?, &unet_cfg, device)?;
-        let f = vae_cfg.downscale_factor();
-        let mut rng = crate::schedulers::Generator::new(opts.seed);
-        let noise = rng.randn(
-            [n, unet_cfg.in_channels, opts.height / f, opts.width / f],
-            device,
-        );
-        let bar = progress_bar(opts.steps, opts.progress);
-        let guidance = opts.cfg.unwrap_or(5.0);
-        let x = denoise(
-            &unet,
-            &mut scheduler,
-            noise,
-            &cond,
-            &uncond,
-            guidance,
-            (opts.height, opts.width),
-            opts.steps,
-            &mut |_| bar.inc(1),
-        )?;
-        bar.finish_and_clear();
-        x
-    };
-    let vae = AutoencoderKL::from_folder(&models.vae_dir, device)?;
-    let images = decode(&vae, latents)?;
-    GeneratedImage::from_batch(
-        images,
-        &[
-            ("prompt", opts.prompt.clone()),
-            ("negative_prompt", negative),
-            ("seed", opts.seed.to_string()),
-            ("steps", opts.steps.to_string()),
-            ("guidance", opts.cfg.unwrap_or(5.0).to_string()),
-            ("scheduler", opts.scheduler.class_name().to_string()),
-            ("model", "FaceCLIP-SDXL".to_string()),
-            (
-                "software",
-                format!("faceclip-rs {}", env!("CARGO_PKG_VERSION")),
-            ),
-        ],
-    )
-}
+use crate::schedulers::{NoiseSource, Scheduler, SchedulerKind, read_scheduler_config};
+use crate::{FaceAligner, FaceInput};
 
 pub use faceclip_encoders::fusion::{SDXL_NEGATIVE_PROMPT as DEFAULT_NEGATIVE, SdxlConditioning};
 
-/// The micro-conditioning time ids `(H, W, 0, 0, H, W)` for `rows` rows: `[rows, 6]`.
-pub fn time_ids(height: usize, width: usize, rows: usize, device: &Device) -> Tensor<2> {
-    let row = [
-        height as f32,
-        width as f32,
-        0.0,
-        0.0,
-        height as f32,
-        width as f32,
-    ];
-    let data: Vec<f32> = (0..rows).flat_map(|_| row).collect();
-    Tensor::from_data(TensorData::new(data, [rows, 6]), device)
+/// SDXL's micro-conditioning (diffusers' `original_size`, `crops_coords_top_left`,
+/// `target_size` and their `negative_*` twins); sizes are `(height, width)`, crops
+/// `(top, left)`. Unset sizes are the image size. The negative time ids differ from the
+/// positive ones only when both `negative_original_size` and `negative_target_size` are set,
+/// as in diffusers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MicroConditioning {
+    pub original_size: Option<(usize, usize)>,
+    pub crops_coords_top_left: (usize, usize),
+    pub target_size: Option<(usize, usize)>,
+    pub negative_original_size: Option<(usize, usize)>,
+    pub negative_crops_coords_top_left: (usize, usize),
+    pub negative_target_size: Option<(usize, usize)>,
 }
 
-/// Runs the denoising loop from `noise` `[B, 4, H/8, W/8]` (unscaled: it is multiplied by the
-/// scheduler's `init_noise_sigma` here, as diffusers' `prepare_latents` does). With
-/// `guidance > 1` each step runs the UNet once on the batch `[negative; positive]` and mixes
-/// `u + g·(c − u)`. `on_step(i)` is called after step `i`. Returns the final latents.
-#[allow(clippy::too_many_arguments)]
-pub fn denoise(
-    unet: &UNet2DConditionModel,
-    scheduler: &mut AnyScheduler,
-    noise: Tensor<4>,
-    cond: &SdxlConditioning,
-    uncond: &SdxlConditioning,
-    guidance: f32,
-    (height, width): (usize, usize),
-    steps: usize,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<Tensor<4>> {
-    let device = noise.device();
-    scheduler.set_timesteps(steps)?;
-    let mut x = noise * scheduler.init_noise_sigma();
-    let b = x.dims()[0];
-    let cfg = guidance > 1.0;
-    let (ehs, text) = if cfg {
-        (
-            Tensor::cat(
-                vec![uncond.prompt_embeds.clone(), cond.prompt_embeds.clone()],
-                0,
-            ),
-            Tensor::cat(vec![uncond.pooled.clone(), cond.pooled.clone()], 0),
-        )
-    } else {
-        (cond.prompt_embeds.clone(), cond.pooled.clone())
-    };
-    let rows = if cfg { 2 * b } else { b };
-    let ids = time_ids(height, width, rows, &device);
-    let timesteps = scheduler.timesteps().to_vec();
-    for (i, &t) in timesteps.iter().enumerate() {
-        let xin = if cfg {
-            Tensor::cat(vec![x.clone(), x.clone()], 0)
-        } else {
-            x.clone()
+impl MicroConditioning {
+    /// The `(positive, negative)` time ids `[orig_h, orig_w, top, left, target_h, target_w]`
+    /// for an image of `height` x `width`.
+    pub fn time_ids(&self, height: usize, width: usize) -> ([f32; 6], [f32; 6]) {
+        let ids = |orig: (usize, usize), crop: (usize, usize), target: (usize, usize)| {
+            [orig.0, orig.1, crop.0, crop.1, target.0, target.1].map(|v| v as f32)
         };
-        let xin = scheduler.scale_model_input(xin, t)?;
-        let tt = Tensor::<1>::from_data(TensorData::new(vec![t], [1]), &device);
-        let eps = unet.forward(xin, tt, ehs.clone(), Some(text.clone()), Some(ids.clone()))?;
-        let eps = if cfg {
-            let u = eps.clone().narrow(0, 0, b);
-            let c = eps.narrow(0, b, b);
-            u.clone() + (c - u) * guidance
-        } else {
-            eps
+        let size = (height, width);
+        let pos = ids(
+            self.original_size.unwrap_or(size),
+            self.crops_coords_top_left,
+            self.target_size.unwrap_or(size),
+        );
+        let neg = match (self.negative_original_size, self.negative_target_size) {
+            (Some(o), Some(t)) => ids(o, self.negative_crops_coords_top_left, t),
+            _ => pos,
         };
-        x = scheduler.step(eps, t, x)?;
-        check_finite(&x, i, t)?;
-        on_step(i);
+        (pos, neg)
     }
-    Ok(x)
+
+    /// True when nothing differs from diffusers' defaults.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What one FaceCLIP-SDXL call makes; upstream's defaults (864x1152, 50 Euler steps, CFG 5.0,
+/// seed 453563, upstream's negative prompt). Build with [`SdxlOptions::new`] and the setters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SdxlOptions {
+    pub prompt: String,
+    /// The negative prompt (`None`: upstream's [`DEFAULT_NEGATIVE`]).
+    pub negative_prompt: Option<String>,
+    pub steps: usize,
+    /// Classifier-free guidance scale (diffusers' `guidance_scale`; ≤ 1 turns it off).
+    pub guidance_scale: f32,
+    /// Image `i` is made from seed `seed + i`, so it can be made again alone.
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    pub num_images: usize,
+    /// Any noise-prediction scheduler (not flow matching).
+    pub scheduler: SchedulerKind,
+    /// Which generator draws the initial latents.
+    pub noise: NoiseSource,
+    pub micro: MicroConditioning,
+}
+
+impl Default for SdxlOptions {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: None,
+            steps: 50,
+            guidance_scale: 5.0,
+            seed: crate::UPSTREAM_SEED,
+            width: 864,
+            height: 1152,
+            num_images: 1,
+            scheduler: SchedulerKind::EulerDiscrete,
+            noise: NoiseSource::default(),
+            micro: MicroConditioning::default(),
+        }
+    }
+}
+
+crate::common_options!(SdxlOptions);
+
+impl SdxlOptions {
+    /// Upstream's defaults with `prompt`.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the classifier-free guidance scale.
+    pub fn guidance_scale(mut self, scale: f32) -> Self {
+        self.guidance_scale = scale;
+        self
+    }
+
+    /// Sets the micro-conditioning.
+    pub fn micro(mut self, micro: MicroConditioning) -> Self {
+        self.micro = micro;
+        self
+    }
+
+    /// Everything that can be wrong with these options, before anything loads.
+    pub fn validate(&self) -> Result<()> {
+        crate::check_common(
+            crate::Model::Sdxl,
+            self.steps,
+            self.width,
+            self.height,
+            self.num_images,
+            self.scheduler,
+        )?;
+        if !self.guidance_scale.is_finite() {
+            return Err(Error::invalid("the guidance scale must be finite"));
+        }
+        Ok(())
+    }
+
+    fn negative(&self) -> &str {
+        self.negative_prompt.as_deref().unwrap_or(DEFAULT_NEGATIVE)
+    }
+}
+
+/// The prompts `opts` gives that are longer than CLIP's 77 tokens (upstream cuts them
+/// silently); needs no model, so a program can warn before loading.
+pub fn truncated_prompts(opts: &SdxlOptions) -> Result<Vec<String>> {
+    let prompts = [format!("{} ", opts.prompt), opts.negative().to_string()];
+    let cut = faceclip_encoders::tokenizer_clip::ClipTokenizer::new()?
+        .encode_openclip(&prompts)?
+        .truncated;
+    Ok([opts.prompt.as_str(), opts.negative()]
+        .into_iter()
+        .zip(cut)
+        .filter(|(_, c)| *c)
+        .map(|(p, _)| p.to_string())
+        .collect())
+}
+
+/// The conditioning of one UNet pass: `[B, 77, 2048]` prompt embeddings, `[B, 1280]` pooled
+/// text embeddings, `[B, 6]` micro-conditioning time ids.
+#[derive(Debug, Clone)]
+pub struct UnetConditioning {
+    pub prompt_embeds: Tensor<3>,
+    pub text_embeds: Tensor<2>,
+    pub time_ids: Tensor<2>,
+}
+
+impl UnetConditioning {
+    /// The encoder's output with the time ids `ids` on every row.
+    pub fn new(c: SdxlConditioning, ids: [f32; 6]) -> Self {
+        let rows = c.prompt_embeds.dims()[0];
+        let device = c.prompt_embeds.device();
+        let data: Vec<f32> = (0..rows).flat_map(|_| ids).collect();
+        Self {
+            time_ids: Tensor::from_data(TensorData::new(data, [rows, 6]), &device),
+            prompt_embeds: c.prompt_embeds,
+            text_embeds: c.pooled,
+        }
+    }
+}
+
+impl Denoiser<4> for UNet2DConditionModel {
+    type Cond = UnetConditioning;
+
+    fn predict(&self, x: Tensor<4>, timestep: f32, c: &UnetConditioning) -> Result<Tensor<4>> {
+        let t = crate::pipeline_utils::filled(timestep, 1, &x.device());
+        self.forward(
+            x,
+            t,
+            c.prompt_embeds.clone(),
+            Some(c.text_embeds.clone()),
+            Some(c.time_ids.clone()),
+        )
+    }
+
+    fn concat(n: &UnetConditioning, p: &UnetConditioning) -> UnetConditioning {
+        UnetConditioning {
+            prompt_embeds: Tensor::cat(vec![n.prompt_embeds.clone(), p.prompt_embeds.clone()], 0),
+            text_embeds: Tensor::cat(vec![n.text_embeds.clone(), p.text_embeds.clone()], 0),
+            time_ids: Tensor::cat(vec![n.time_ids.clone(), p.time_ids.clone()], 0),
+        }
+    }
+}
+
+/// FaceCLIP-SDXL, loaded once: `SdxlPipeline::from_pretrained(dir, &device)?` then
+/// [`SdxlPipeline::generate`] as often as needed, with any face, prompt and seed.
+pub struct SdxlPipeline {
+    device: Device,
+    models: SdxlModels,
+    load: LoadOptions,
+    encoder_cfg: FaceClipSdxlConfig,
+    unet_cfg: UNet2DConditionConfig,
+    vae_cfg: AutoencoderKLConfig,
+    scheduler_cfg: serde_json::Value,
+    encoder: Slot<FaceClipSdxlEncoder>,
+    unet: Slot<UNet2DConditionModel>,
+    vae: Slot<AutoencoderKL>,
+    aligner: FaceAligner,
+}
+
+impl SdxlPipeline {
+    /// Loads the models of a model folder (layout: [`crate::models`]), keeping them loaded.
+    pub fn from_pretrained(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        Self::load(SdxlModels::discover(dir.as_ref())?, device, &LoadOptions::default())
+    }
+
+    /// Loads `models` on `device` as `options` say (every config is read and checked first;
+    /// under [`crate::MemoryPolicy::KeepLoaded`] every model is loaded now).
+    pub fn load(models: SdxlModels, device: &Device, options: &LoadOptions) -> Result<Self> {
+        options.check()?;
+        let encoder_cfg = match &models.encoder_config {
+            Some(p) => FaceClipSdxlConfig::from_value(&crate::read_json(p)?)?,
+            None => FaceClipSdxlConfig::released(),
+        };
+        let unet_cfg = UNet2DConditionConfig::from_file(&models.unet_config)?;
+        let vae_cfg = AutoencoderKLConfig::from_file(models.vae_dir.join("config.json"))?;
+        let (_, scheduler_cfg) = read_scheduler_config(&models.scheduler_config)?;
+        let mut me = Self {
+            device: device.clone(),
+            models,
+            load: options.clone(),
+            encoder_cfg,
+            unet_cfg,
+            vae_cfg,
+            scheduler_cfg,
+            encoder: Slot::OnDemand,
+            unet: Slot::OnDemand,
+            vae: Slot::OnDemand,
+            aligner: FaceAligner::new(device),
+        };
+        let memory = options.memory;
+        me.encoder = Slot::new(memory, || me.load_encoder())?;
+        me.unet = Slot::new(memory, || me.load_unet())?;
+        me.vae = Slot::new(memory, || me.load_vae())?;
+        Ok(me)
+    }
+
+    /// The files this pipeline reads.
+    pub fn models(&self) -> &SdxlModels {
+        &self.models
+    }
+
+    /// The device the models run on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn load_encoder(&self) -> Result<FaceClipSdxlEncoder> {
+        FaceClipSdxlEncoder::from_checkpoint(
+            Checkpoint::open(&self.models.encoder)?,
+            &self.encoder_cfg,
+            &self.device,
+        )
+    }
+
+    fn load_unet(&self) -> Result<UNet2DConditionModel> {
+        UNet2DConditionModel::load_with(
+            Checkpoint::open(&self.models.unet)?,
+            &self.unet_cfg,
+            &self.load.loras,
+            &self.device,
+        )
+    }
+
+    fn load_vae(&self) -> Result<AutoencoderKL> {
+        AutoencoderKL::from_folder(&self.models.vae_dir, &self.device)
+    }
+
+    /// Encodes `face` (aligned as its [`crate::AlignMode`] says) with the prompt, and the
+    /// negative prompt with a zero face: the `(positive, negative)` encoder outputs.
+    pub fn encode(
+        &self,
+        face: &FaceInput,
+        opts: &SdxlOptions,
+    ) -> Result<(SdxlConditioning, SdxlConditioning)> {
+        let crop = face.crop(&self.aligner)?;
+        // Upstream appends a space to the prompt before tokenising.
+        let prompt = format!("{} ", opts.prompt);
+        self.encoder.with(
+            || self.load_encoder(),
+            |enc| {
+                Ok((
+                    enc.encode(&[Some(crop)], &[prompt])?,
+                    enc.encode(&[None], &[opts.negative()])?,
+                ))
+            },
+        )
+    }
+
+    /// Makes `opts.num_images` images of the person in `face`, as `infer_face_clip_sdxl.py`.
+    pub fn generate(&self, face: &FaceInput, opts: &SdxlOptions) -> Result<Vec<GeneratedImage>> {
+        self.generate_with(face, opts, &mut |_| Control::Continue)
+    }
+
+    /// [`Self::generate`] calling `on_step` after every denoising step of every image; it
+    /// may stop the run ([`Error::Cancelled`]).
+    pub fn generate_with(
+        &self,
+        face: &FaceInput,
+        opts: &SdxlOptions,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<Vec<GeneratedImage>> {
+        opts.validate()?;
+        let (pos, neg) = self.encode(face, opts)?;
+        let (pos_ids, neg_ids) = opts.micro.time_ids(opts.height, opts.width);
+        let (pos, neg) = (UnetConditioning::new(pos, pos_ids), UnetConditioning::new(neg, neg_ids));
+        let f = self.vae_cfg.downscale_factor();
+        let shape = [self.unet_cfg.in_channels, opts.height / f, opts.width / f];
+        let latents = self.unet.with(
+            || self.load_unet(),
+            |unet| {
+                (0..opts.num_images)
+                    .map(|i| {
+                        let seed = opts.seed.wrapping_add(i as u64);
+                        let mut scheduler = crate::scheduler_for(opts.scheduler, &self.scheduler_cfg, seed)?;
+                        scheduler.set_timesteps(opts.steps)?;
+                        let noise = crate::schedulers::initial_noise(opts.noise, seed, 1, shape, &self.device);
+                        denoise(
+                            unet,
+                            &mut scheduler,
+                            noise,
+                            &pos,
+                            Some(&neg),
+                            Guidance::Batched(opts.guidance_scale),
+                            &mut crate::step_reporter(i, opts.steps, on_step, |x: &Tensor<4>| Ok(x.clone())),
+                        )
+                        .map_err(|e| crate::in_image(e, i))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            },
+        )?;
+        let mut metadata = vec![
+            ("prompt", opts.prompt.clone()),
+            ("negative_prompt", opts.negative().to_string()),
+            ("steps", opts.steps.to_string()),
+            ("guidance", opts.guidance_scale.to_string()),
+            ("scheduler", opts.scheduler.class_name().to_string()),
+            ("noise", opts.noise.to_string()),
+            ("model", "FaceCLIP-SDXL".to_string()),
+        ];
+        if !opts.micro.is_default() {
+            let (p, n) = opts.micro.time_ids(opts.height, opts.width);
+            metadata.push(("time_ids", format!("{p:?}")));
+            metadata.push(("negative_time_ids", format!("{n:?}")));
+        }
+        self.vae.with(
+            || self.load_vae(),
+            |vae| {
+                latents
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let seed = opts.seed.wrapping_add(i as u64);
+                        GeneratedImage::from_tensor(
+                            decode(vae, x)?,
+                            seed,
+                            crate::image_metadata(&metadata, seed, &self.load, face),
+                        )
+                    })
+                    .collect()
+            },
+        )
+    }
 }
 
 /// Images larger than this many pixels on a side are decoded in tiles.
@@ -205,41 +407,6 @@ pub fn decode(vae: &AutoencoderKL, latents: Tensor<4>) -> Result<Tensor<4>> {
     } else {
         vae.decode(z)?
     };
-    crate::check_finite_images(&img)?;
-    Ok(postprocess(img))
-}
-
-/// Parity on the `pipeline_sdxl` fixture: its stored embeddings and latents, its UNet and
-/// VAE (from `extra.weights_from`) and scheduler config, the call in `extra.call`; compares
-/// `out.image` `[B, H, W, 3]`.
-pub(crate) fn parity(fx: &Fixture, device: &Device) -> Result<ParityReport> {
-    let unet_cfg: faceclip_unet::UNet2DConditionConfig = fx.config_as("/unet")?;
-    let vae_cfg: faceclip_unet::AutoencoderKLConfig = fx.config_as("/vae")?;
-    let unet = UNet2DConditionModel::load(fx.weights_from("unet")?, &unet_cfg, device)?;
-    let vae = AutoencoderKL::load(fx.weights_from("vae")?, &vae_cfg, device)?;
-    let call = FixtureCall::read(fx, crate::schedulers::SchedulerKind::EulerDiscrete, device)?;
-    let (h, w) = (call.num("height")? as usize, call.num("width")? as usize);
-    let steps = call.num("num_inference_steps")? as usize;
-    let guidance = call.num("guidance_scale")? as f32;
-    let mut scheduler = call.scheduler;
-    let [cond, uncond] = [call.cond, call.uncond].map(|(prompt_embeds, pooled)| SdxlConditioning {
-        prompt_embeds,
-        pooled,
-    });
-    let noise = fx.tensor::<4>("in.latents", device)?;
-    let x = denoise(
-        &unet,
-        &mut scheduler,
-        noise,
-        &cond,
-        &uncond,
-        guidance,
-        (h, w),
-        steps,
-        &mut |_| {},
-    )?;
-    let img = decode(&vae, x)?.permute([0, 2, 3, 1]);
-    let mut report = ParityReport::default();
-    report.push(fx.check("image", img.into_data())?);
-    Ok(report)
+    crate::pipeline_utils::check_finite_images(&img)?;
+    Ok(crate::postprocess(img))
 }

@@ -4,11 +4,13 @@
 use std::path::Path;
 
 use faceclip_core::layers::Conv2d;
-use faceclip_core::{Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder};
+use faceclip_core::{
+    Checkpoint, Device, Error, Pretrained, Result, Tensor, TensorData, Trace, VarBuilder,
+};
 
 use crate::config::AutoencoderKLConfig;
 use crate::folder;
-use crate::vae::{Decoder, DiagonalGaussianDistribution, Encoder, Trace};
+use crate::vae::{Decoder, DiagonalGaussianDistribution, Encoder};
 
 /// Tiling of [`AutoencoderKL::tiled_decode`], as diffusers' `tile_sample_min_size` and
 /// `tile_overlap_factor`. Peak memory is that of decoding one tile: with the SDXL/FLUX VAE
@@ -43,6 +45,26 @@ pub struct AutoencoderKL {
     pub quant_conv: Option<Conv2d>,
     pub post_quant_conv: Option<Conv2d>,
     config: AutoencoderKLConfig,
+}
+
+/// Loading: diffusers key names, under a `module.`, `vae.` or `state_dict.` wrapper or not,
+/// with old diffusers files' mid-block attention names; no LoRA files.
+impl Pretrained for AutoencoderKL {
+    type Config = AutoencoderKLConfig;
+    const COMPONENT: &'static str = "vae";
+
+    fn build(config: &AutoencoderKLConfig, vb: &VarBuilder) -> Result<Self> {
+        Self::new(config, vb)
+    }
+
+    fn read_config(path: &Path) -> Result<AutoencoderKLConfig> {
+        AutoencoderKLConfig::from_file(path)
+    }
+
+    fn adapt(checkpoint: Checkpoint, _config: &AutoencoderKLConfig) -> Result<Checkpoint> {
+        let ck = folder::strip_wrapper_prefixes(&checkpoint, &["module.", "vae.", "state_dict."]);
+        Ok(rename_deprecated_attention(&ck))
+    }
 }
 
 impl AutoencoderKL {
@@ -87,27 +109,21 @@ impl AutoencoderKL {
     /// Builds `config` from `checkpoint` (diffusers key names; a leading `module.` or `vae.`
     /// is stripped, and the mid-block attention names of old diffusers files
     /// `query`/`key`/`value`/`proj_attn` are read as `to_q`/`to_k`/`to_v`/`to_out.0`, as
-    /// diffusers renames them) and checks the weights cover the model exactly.
+    /// diffusers renames them) and checks the weights cover the model exactly
+    /// ([`Pretrained::load`]).
     pub fn load(
         checkpoint: Checkpoint,
         config: &AutoencoderKLConfig,
         device: &Device,
     ) -> Result<Self> {
-        let ck = folder::strip_wrapper_prefixes(&checkpoint, &["module.", "vae.", "state_dict."]);
-        let ck = rename_deprecated_attention(&ck);
-        let vb = VarBuilder::from_checkpoint(ck, device);
-        let model = Self::new(config, &vb)?;
-        vb.finish()?;
-        Ok(model)
+        <Self as Pretrained>::load(checkpoint, config, device)
     }
 
     /// Loads a diffusers folder: `dir/config.json` or `dir/vae/config.json`, with
-    /// `diffusion_pytorch_model[.fp16].safetensors` (or its sharded index, or `.bin`).
+    /// `diffusion_pytorch_model[.fp16].safetensors` (or its sharded index, or `.bin`)
+    /// ([`Pretrained::from_folder`]).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let dir = folder::component_dir(dir.as_ref(), "vae")?;
-        let config = AutoencoderKLConfig::from_file(dir.join("config.json"))?;
-        let weights = Checkpoint::open(folder::weights_file(&dir)?)?;
-        Self::load(weights, &config, device)
+        <Self as Pretrained>::from_folder(dir, device)
     }
 
     /// The config this model was built from.
@@ -208,7 +224,7 @@ impl AutoencoderKL {
             Some(q) => {
                 let m = q.forward(h);
                 if let Some(t) = trace {
-                    t.push(("quant_conv_out".into(), m.clone().into_data()));
+                    t.record_tensor("quant_conv_out", &m);
                 }
                 m
             }
@@ -231,7 +247,7 @@ impl AutoencoderKL {
             Some(p) => {
                 let z = p.forward(z);
                 if let Some(t) = trace.as_deref_mut() {
-                    t.push(("post_quant_conv_out".into(), z.clone().into_data()));
+                    t.record_tensor("post_quant_conv_out", &z);
                 }
                 z
             }

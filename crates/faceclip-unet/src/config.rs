@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use faceclip_core::layers::Activation;
-use faceclip_core::{Error, Result};
+use faceclip_core::{Error, Result, read_config};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -29,11 +29,6 @@ impl<T: Clone> PerBlock<T> {
             )),
         }
     }
-}
-
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::config(path, e))
 }
 
 fn from_value<T: DeserializeOwned>(value: &serde_json::Value, label: &str) -> Result<T> {
@@ -189,7 +184,7 @@ impl UNet2DConditionConfig {
     /// Reads `unet/config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let mut c: Self = read_json(path)?;
+        let mut c: Self = read_config(path)?;
         c.source = Some(path.to_path_buf());
         Ok(c)
     }
@@ -435,7 +430,7 @@ impl AutoencoderKLConfig {
     /// Reads `vae/config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let mut c: Self = read_json(path)?;
+        let mut c: Self = read_config(path)?;
         c.source = Some(path.to_path_buf());
         Ok(c)
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod downsampling;
 pub mod embeddings;
 pub mod folder;
+#[cfg(feature = "parity")]
 pub mod parity;
 pub mod resnet;
 pub mod transformer_2d;

@@ -6,8 +6,8 @@
 //! `sdxl_vae`, `flux_vae`.
 
 use faceclip_core::{
-    CoverageReport, Device, Error, Fixture, Manifest, ParityOutcome, ParityReport, Result, Tensor,
-    TensorData, VarBuilder,
+    CoverageReport, Device, Error, Fixture, Manifest, ParityOutcome, ParityReport, Pretrained,
+    Result, Tensor, TensorData,
 };
 
 use crate::{AutoencoderKL, AutoencoderKLConfig, UNet2DConditionConfig, UNet2DConditionModel};
@@ -26,18 +26,16 @@ pub fn run_fixture(fixture: &Fixture, device: &Device) -> ParityOutcome {
 /// is walked over the data-less listing: every parameter stays lazy, nothing is allocated.
 pub fn check_manifest(manifest: &Manifest, device: &Device) -> Option<Result<CoverageReport>> {
     match manifest.name.as_str() {
-        "sdxl_unet" => Some((|| {
-            let config = UNet2DConditionConfig::from_value(&manifest.config)?;
-            let vb = VarBuilder::from_checkpoint(manifest.checkpoint(), device);
-            UNet2DConditionModel::new(&config, &vb)?;
-            Ok(vb.report())
-        })()),
-        "sdxl_vae" | "flux_vae" => Some((|| {
-            let config = AutoencoderKLConfig::from_value(&manifest.config)?;
-            let vb = VarBuilder::from_checkpoint(manifest.checkpoint(), device);
-            AutoencoderKL::new(&config, &vb)?;
-            Ok(vb.report())
-        })()),
+        "sdxl_unet" => Some(
+            UNet2DConditionConfig::from_value(&manifest.config).and_then(|config| {
+                UNet2DConditionModel::check_listing(manifest.checkpoint(), &config, device)
+            }),
+        ),
+        "sdxl_vae" | "flux_vae" => Some(
+            AutoencoderKLConfig::from_value(&manifest.config).and_then(|config| {
+                AutoencoderKL::check_listing(manifest.checkpoint(), &config, device)
+            }),
+        ),
         _ => None,
     }
 }

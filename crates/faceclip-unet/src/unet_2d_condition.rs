@@ -3,8 +3,10 @@
 use std::path::Path;
 
 use faceclip_core::layers::{Activation, Conv2d, GroupNorm};
-use faceclip_core::lora::{LoraSet, LoraSpec, LoraTarget};
-use faceclip_core::{Checkpoint, Device, Error, Result, Tensor, TensorData, VarBuilder};
+use faceclip_core::lora::LoraTarget;
+use faceclip_core::{
+    Checkpoint, Device, Error, Pretrained, Result, Tensor, TensorData, Trace, VarBuilder,
+};
 
 use crate::config::{PerBlock, UNet2DConditionConfig};
 use crate::embeddings::{TimestepEmbedding, Timesteps};
@@ -30,9 +32,6 @@ pub struct TextTimeEmbedding {
     input_dim: usize,
 }
 
-/// Named intermediate activations recorded by [`UNet2DConditionModel::forward_traced`].
-pub type Trace = Vec<(String, TensorData)>;
-
 /// diffusers `UNet2DConditionModel`, built from its `config.json` unchanged and loaded from
 /// diffusers key names.
 #[derive(Debug, Clone)]
@@ -50,6 +49,36 @@ pub struct UNet2DConditionModel {
     time_embed_act: Option<Activation>,
     cross_attention_dims: Vec<usize>,
     config: UNet2DConditionConfig,
+}
+
+/// Loading: diffusers key names, under a `module.`, `unet.` or `state_dict.` wrapper or not;
+/// LoRA files for the SDXL UNet.
+impl Pretrained for UNet2DConditionModel {
+    type Config = UNet2DConditionConfig;
+    const COMPONENT: &'static str = "unet";
+
+    fn build(config: &UNet2DConditionConfig, vb: &VarBuilder) -> Result<Self> {
+        Self::new(config, vb)
+    }
+
+    fn read_config(path: &Path) -> Result<UNet2DConditionConfig> {
+        UNet2DConditionConfig::from_file(path)
+    }
+
+    fn adapt(checkpoint: Checkpoint, _config: &UNet2DConditionConfig) -> Result<Checkpoint> {
+        Ok(folder::strip_wrapper_prefixes(
+            &checkpoint,
+            &["module.", "unet.", "state_dict."],
+        ))
+    }
+
+    fn lora_target(config: &UNet2DConditionConfig) -> Option<LoraTarget> {
+        let layers_per_block = match &config.layers_per_block {
+            PerBlock::One(n) => Some(*n),
+            PerBlock::Each(v) => v.first().copied().filter(|n| v.iter().all(|m| m == n)),
+        };
+        Some(LoraTarget::SdxlUnet { layers_per_block })
+    }
 }
 
 impl UNet2DConditionModel {
@@ -207,61 +236,22 @@ impl UNet2DConditionModel {
     }
 
     /// Builds `config` from `checkpoint` (diffusers key names, a leading `module.`, `unet.`
-    /// or `state_dict.` is stripped) and checks the weights cover the model exactly.
+    /// or `state_dict.` is stripped) and checks the weights cover the model exactly
+    /// ([`Pretrained::load`]; with LoRA files: [`Pretrained::load_with`]).
     pub fn load(
         checkpoint: Checkpoint,
         config: &UNet2DConditionConfig,
         device: &Device,
     ) -> Result<Self> {
-        Self::load_with_loras(checkpoint, config, &[], device)
-    }
-
-    /// [`Self::load`] with the LoRA files of `loras` merged into the weights as they load
-    /// (see [`faceclip_core::lora`]); a LoRA module that matches no weight is an error.
-    pub fn load_with_loras(
-        checkpoint: Checkpoint,
-        config: &UNet2DConditionConfig,
-        loras: &[LoraSpec],
-        device: &Device,
-    ) -> Result<Self> {
-        let loras = if loras.is_empty() {
-            None
-        } else {
-            let layers_per_block = match &config.layers_per_block {
-                PerBlock::One(n) => Some(*n),
-                PerBlock::Each(v) => v.first().copied().filter(|n| v.iter().all(|m| m == n)),
-            };
-            Some(LoraSet::open(
-                loras,
-                LoraTarget::SdxlUnet { layers_per_block },
-            )?)
-        };
-        let ck = folder::strip_wrapper_prefixes(&checkpoint, &["module.", "unet.", "state_dict."]);
-        let mut vb = VarBuilder::from_checkpoint(ck, device);
-        if let Some(loras) = loras {
-            vb = vb.with_loras(loras);
-        }
-        let model = Self::new(config, &vb)?;
-        vb.finish()?;
-        Ok(model)
+        <Self as Pretrained>::load(checkpoint, config, device)
     }
 
     /// Loads a diffusers folder: `dir/config.json` or `dir/unet/config.json`, with
-    /// `diffusion_pytorch_model[.fp16].safetensors` (or its sharded index, or `.bin`).
+    /// `diffusion_pytorch_model[.fp16].safetensors` (or its sharded index, or `.bin`)
+    /// ([`Pretrained::from_folder`]; with LoRA files: [`Pretrained::open_folder`], then
+    /// [`Pretrained::load_with`]).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::from_folder_with_loras(dir, &[], device)
-    }
-
-    /// [`Self::from_folder`] with LoRA files merged as in [`Self::load_with_loras`].
-    pub fn from_folder_with_loras(
-        dir: impl AsRef<Path>,
-        loras: &[LoraSpec],
-        device: &Device,
-    ) -> Result<Self> {
-        let dir = folder::component_dir(dir.as_ref(), "unet")?;
-        let config = UNet2DConditionConfig::from_file(dir.join("config.json"))?;
-        let weights = Checkpoint::open(folder::weights_file(&dir)?)?;
-        Self::load_with_loras(weights, &config, loras, device)
+        <Self as Pretrained>::from_folder(dir, device)
     }
 
     /// The config this model was built from.
@@ -306,7 +296,7 @@ impl UNet2DConditionModel {
     ) -> Result<Tensor<4>> {
         let mut record = |name: &str, data: &dyn Fn() -> TensorData| {
             if let Some(t) = trace.as_deref_mut() {
-                t.push((name.to_string(), data()));
+                t.record(name, data);
             }
         };
         let [b, c, h, w] = sample.dims();

@@ -1,7 +1,7 @@
 //! diffusers `vae.py`: the VAE's `Encoder`, `Decoder` and `DiagonalGaussianDistribution`.
 
 use faceclip_core::layers::{Activation, Conv2d, GroupNorm};
-use faceclip_core::{Tensor, TensorData, VarBuilder};
+use faceclip_core::{Tensor, Trace, VarBuilder};
 
 use crate::resnet::ResnetSettings;
 use crate::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
@@ -9,12 +9,9 @@ use crate::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D
 /// GroupNorm eps of every VAE norm.
 const VAE_EPS: f64 = 1e-6;
 
-/// Named intermediate activations (`encoder_mid_block`, `decoder_conv_in`, ...).
-pub type Trace = Vec<(String, TensorData)>;
-
 fn record(trace: &mut Option<&mut Trace>, name: &str, x: &Tensor<4>) {
     if let Some(t) = trace.as_deref_mut() {
-        t.push((name.to_string(), x.clone().into_data()));
+        t.record_tensor(name, x);
     }
 }
 

@@ -6,7 +6,9 @@ mod common;
 use std::path::PathBuf;
 
 use faceclip_core::lora::LoraSpec;
-use faceclip_core::{Checkpoint, Comparison, Error, Fixture, Tensor, TensorData, to_vec_f32};
+use faceclip_core::{
+    Checkpoint, Comparison, Error, Fixture, Pretrained, Tensor, TensorData, to_vec_f32,
+};
 use faceclip_unet::{UNet2DConditionConfig, UNet2DConditionModel};
 
 const LORAS: [&str; 3] = ["sdxl_peft", "sdxl_kohya", "sdxl_kohya_sgm"];
@@ -73,7 +75,7 @@ fn unet_with_loras_runs_like_unet_with_diffusers_fused_weights() {
     let cfg = UNet2DConditionConfig::from_value(f.config()).unwrap();
     let specs: Vec<LoraSpec> = LORAS.iter().map(|n| spec(n)).collect();
     let with_loras =
-        UNet2DConditionModel::load_with_loras(f.weights().unwrap(), &cfg, &specs, &dev).unwrap();
+        UNet2DConditionModel::load_with(f.weights().unwrap(), &cfg, &specs, &dev).unwrap();
     let fused =
         UNet2DConditionModel::load(diffusers_fused(&f.weights().unwrap()), &cfg, &dev).unwrap();
     let base = UNet2DConditionModel::load(f.weights().unwrap(), &cfg, &dev).unwrap();
@@ -99,7 +101,7 @@ fn unet_with_loras_runs_like_unet_with_diffusers_fused_weights() {
 }
 
 #[test]
-fn from_folder_with_loras_refuses_a_flux_lora() {
+fn a_folder_with_loras_refuses_a_flux_lora() {
     let f = common::fixture("unet_sdxl");
     let dir = common::Scratch::new("lora-folder");
     common::write_config(&f, &dir.0);
@@ -109,11 +111,13 @@ fn from_folder_with_loras_refuses_a_flux_lora() {
     )
     .unwrap();
     let dev = common::device();
-    UNet2DConditionModel::from_folder_with_loras(&dir.0, &[spec("sdxl_peft")], &dev).unwrap();
+    let load = |loras: &[LoraSpec]| {
+        let (config, weights) = UNet2DConditionModel::open_folder(&dir.0)?;
+        UNet2DConditionModel::load_with(weights, &config, loras, &dev)
+    };
+    load(&[spec("sdxl_peft")]).unwrap();
     let flux = lora_dir("flux_peft").join("lora.safetensors");
-    let err =
-        UNet2DConditionModel::from_folder_with_loras(&dir.0, &[LoraSpec::new(&flux, 1.0)], &dev)
-            .expect_err("loaded");
+    let err = load(&[LoraSpec::new(&flux, 1.0)]).expect_err("loaded");
     assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
     let msg = err.to_string();
     assert!(

@@ -76,7 +76,7 @@ fn unet_sdxl_mids() {
     let unet = parity::load_unet(&f, &dev).unwrap();
     let (_, t) = f.f32("in.timestep").unwrap();
     let t = Tensor::<1>::from_data(faceclip_core::TensorData::new(t, [1]), &dev);
-    let mut trace = Vec::new();
+    let mut trace = faceclip_core::Trace::recording();
     unet.forward_traced(
         f.tensor("in.sample", &dev).unwrap(),
         t,
@@ -104,7 +104,7 @@ fn vae_mids() {
     for name in ["vae_sdxl", "vae_flux"] {
         let f = common::fixture(name);
         let vae = parity::load_vae(&f, &dev).unwrap();
-        let mut trace = Vec::new();
+        let mut trace = faceclip_core::Trace::recording();
         vae.encode_traced(f.tensor("in.image", &dev).unwrap(), Some(&mut trace))
             .unwrap();
         vae.decode_traced(f.tensor("in.latents", &dev).unwrap(), Some(&mut trace))

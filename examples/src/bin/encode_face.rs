@@ -1,11 +1,9 @@
-//! Encode a face and a prompt with FaceCLIP-L/G, without the pipeline, and print the shapes
-//! and a few values of SDXL's conditioning:
-//! `cargo run -p faceclip-examples --bin encode_face -- [face_clip_encoder.pt] [FACE.png] ["prompt"]`.
+//! Encode a face and a prompt with FaceCLIP-L/G and print the shapes and a few values of
+//! SDXL's conditioning (the face's, and the negative prompt's with a zero face):
+//! `cargo run -p faceclip-examples --bin encode_face -- [MODELS] [FACE.png] ["prompt"]`.
 
 use faceclip_pipeline::core::device::default_device;
-use faceclip_pipeline::core::image::RgbImage;
-use faceclip_pipeline::models::SdxlModels;
-use faceclip_pipeline::sdxl;
+use faceclip_pipeline::{FaceInput, LoadOptions, MemoryPolicy, SdxlModels, SdxlOptions, SdxlPipeline};
 
 fn main() -> faceclip_pipeline::core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -19,19 +17,21 @@ fn main() -> faceclip_pipeline::core::Result<()> {
         .map(String::as_str)
         .unwrap_or("a portrait photo");
     let device = default_device()?;
-    let encoder = sdxl::load_encoder(&SdxlModels::discover(models.as_ref())?, &device)?;
-    let face = RgbImage::open(face)?;
-    let cond = encoder.encode(&[Some(face), None], &[prompt, prompt])?;
+    // Sequential: only the encoder is loaded, for this one call.
+    let load = LoadOptions::new().memory(MemoryPolicy::Sequential);
+    let pipe = SdxlPipeline::load(SdxlModels::discover(models.as_ref())?, &device, &load)?;
+    let (pos, neg) = pipe.encode(&FaceInput::open(face)?, &SdxlOptions::new(prompt))?;
     println!(
         "prompt_embeds {:?}, pooled {:?}",
-        cond.prompt_embeds.dims(),
-        cond.pooled.dims()
+        pos.prompt_embeds.dims(),
+        pos.pooled.dims()
     );
-    let v = faceclip_pipeline::core::to_vec_f32(cond.pooled);
+    let p = faceclip_pipeline::core::to_vec_f32(pos.pooled);
+    let n = faceclip_pipeline::core::to_vec_f32(neg.pooled);
     println!(
-        "pooled[0][..4] = {:?} (with face), pooled[1][..4] = {:?} (zero face)",
-        &v[..4],
-        &v[v.len() / 2..v.len() / 2 + 4]
+        "pooled[..4] = {:?} (face + prompt), {:?} (zero face + negative prompt)",
+        &p[..4],
+        &n[..4]
     );
     Ok(())
 }

@@ -3,8 +3,7 @@
 //! (MODELS = `demo/models` runs the tiny random-weight demo).
 
 use faceclip_pipeline::core::device::default_device;
-use faceclip_pipeline::models::SdxlModels;
-use faceclip_pipeline::{FaceInput, GenerateOptions, sdxl};
+use faceclip_pipeline::{FaceInput, SdxlOptions, SdxlPipeline};
 
 fn main() -> faceclip_pipeline::core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -22,16 +21,15 @@ fn main() -> faceclip_pipeline::core::Result<()> {
         .unwrap_or("faceclip_sdxl.png");
 
     let device = default_device()?;
-    let models = SdxlModels::discover(models.as_ref())?;
-    // The upstream assets are already aligned crops; a phone photo would use `false`.
-    let face = FaceInput::open(face, true)?;
-    let mut opts = GenerateOptions::sdxl(prompt);
-    opts.progress = true;
-    if models.encoder_config.is_some() {
+    let pipe = SdxlPipeline::from_pretrained(models, &device)?;
+    // Any photo: an already-aligned FaceCLIP crop is used as is, anything else is aligned.
+    let face = FaceInput::open(face)?;
+    let mut opts = SdxlOptions::new(prompt);
+    if pipe.models().encoder_config.is_some() {
         // The tiny demo models: a small image, few steps.
-        (opts.width, opts.height, opts.steps) = (64, 64, 4);
+        opts = opts.size(64, 64).steps(4);
     }
-    let images = sdxl::generate(&models, &face, &opts, &device)?;
+    let images = pipe.generate(&face, &opts)?;
     images[0].save(out.as_ref())?;
     println!("{out}");
     Ok(())

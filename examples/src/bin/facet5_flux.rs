@@ -3,8 +3,7 @@
 //! (MODELS = `demo/models` runs the tiny random-weight demo).
 
 use faceclip_pipeline::core::device::default_device;
-use faceclip_pipeline::models::FluxModels;
-use faceclip_pipeline::{FaceInput, GenerateOptions, flux};
+use faceclip_pipeline::{FaceInput, FluxOptions, FluxPipeline};
 
 fn main() -> faceclip_pipeline::core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -16,18 +15,17 @@ fn main() -> faceclip_pipeline::core::Result<()> {
     let prompt = args
         .get(3)
         .map(String::as_str)
-        .unwrap_or("A woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau");
+        .unwrap_or("A man in a leather jacket, on a city street at night.");
     let out = args.get(4).map(String::as_str).unwrap_or("facet5_flux.png");
 
     let device = default_device()?;
-    let models = FluxModels::discover(models.as_ref())?;
-    let face = FaceInput::open(face, true)?;
-    let mut opts = GenerateOptions::flux(prompt);
-    opts.progress = true;
-    if models.encoder_config.is_some() {
-        (opts.width, opts.height, opts.steps) = (64, 64, 4);
+    let pipe = FluxPipeline::from_pretrained(models, &device)?;
+    let face = FaceInput::open(face)?;
+    let mut opts = FluxOptions::new(prompt);
+    if pipe.models().encoder_config.is_some() {
+        opts = opts.size(64, 64).steps(4);
     }
-    let images = flux::generate(&models, &face, &opts, &device)?;
+    let images = pipe.generate(&face, &opts)?;
     images[0].save(out.as_ref())?;
     println!("{out}");
     Ok(())

@@ -1,8 +1,9 @@
 //! Writes the tiny random-weight model folder `demo/models` that `faceclip sdxl --demo` and
 //! `faceclip flux --demo` run on, in the real layout (see `faceclip_pipeline::models`).
 //!
-//! The FaceCLIP and FaceT5 encoders, the VAEs and the face crop come from the parity
-//! fixtures (`tests/fixtures`); the UNet, the FLUX transformer and the CLIP-L text encoder
+//! The FaceCLIP and FaceT5 encoders and the VAEs come from the parity fixtures, the face is
+//! upstream's asset 0001 (`tests/fixtures`, `crates/faceclip-detect/tests/assets`); the UNet,
+//! the FLUX transformer and the CLIP-L text encoder
 //! are drawn here from a fixed seed at tiny sizes that chain with those encoders. Images made
 //! from these weights are noise: they prove the pipeline runs end to end, nothing more.
 //!
@@ -36,10 +37,7 @@ fn fixtures() -> PathBuf {
 
 fn meta_config(name: &str) -> Result<Value> {
     let p = fixtures().join(name).join("meta.json");
-    let v: Value = serde_json::from_str(
-        &std::fs::read_to_string(&p).map_err(|e| faceclip_pipeline::core::Error::io(&p, e))?,
-    )
-    .map_err(|e| faceclip_pipeline::core::Error::config(&p, e))?;
+    let v: Value = faceclip_pipeline::core::read_config(&p)?;
     Ok(v["config"].clone())
 }
 
@@ -196,9 +194,10 @@ fn run(out: &Path) -> Result<()> {
         }),
     )?;
 
-    // The face: FaceCLIP's asset 0001 aligned by norm_crop (the face_align fixture's output).
+    // The face: FaceCLIP's asset 0001 as upstream ships it (already an aligned crop; aligning
+    // it again would rotate and shrink it).
     copy(
-        &fixtures().join("face_align/aligned_0.png"),
+        &fixtures().join("../../crates/faceclip-detect/tests/assets/0001_female.png"),
         &out.join("face.png"),
     )?;
     std::fs::write(

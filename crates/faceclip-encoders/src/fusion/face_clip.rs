@@ -3,10 +3,12 @@
 //! bigG-14 [`TextImageBranch`]es side by side, giving SDXL's prompt embeddings
 //! `[B, 77, 768 + 1280]` and pooled embedding `[B, 1280]`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use faceclip_core::image::RgbImage;
-use faceclip_core::{Checkpoint, CoverageReport, Device, Error, Result, Tensor, VarBuilder};
+use faceclip_core::{
+    Checkpoint, CoverageReport, Device, Error, Pretrained, Result, Tensor, VarBuilder, read_config,
+};
 use serde_json::Value;
 
 use crate::tokenizer_clip::ClipTokenizer;
@@ -85,6 +87,63 @@ pub struct FaceClipSdxlEncoder {
     device: Device,
 }
 
+/// Loading: key names as `infer_face_clip_sdxl.py` rewrites them; no LoRA files. The folder
+/// is FaceCLIP's release folder (`model/`): `face_clip_encoder.safetensors` (else `.pt`),
+/// with `face_clip_encoder_config.json` when the encoder is not the released size.
+impl Pretrained for FaceClipSdxlEncoder {
+    type Config = FaceClipSdxlConfig;
+    const COMPONENT: &'static str = "face_clip_encoder";
+
+    fn build(config: &FaceClipSdxlConfig, vb: &VarBuilder) -> Result<Self> {
+        Self::load_vb(vb, config)
+    }
+
+    /// A `{"face_clip_l": {...}, "face_clip_g": {...}}` file ([`FaceClipSdxlConfig::from_value`]).
+    fn read_config(path: &Path) -> Result<FaceClipSdxlConfig> {
+        FaceClipSdxlConfig::from_value(&read_config::<Value>(path)?)
+    }
+
+    /// `k.replace('model.', '')`, every occurrence, as upstream's inference script does.
+    fn adapt(checkpoint: Checkpoint, _config: &FaceClipSdxlConfig) -> Result<Checkpoint> {
+        Ok(checkpoint.rename(|k| Some(k.replace("model.", ""))))
+    }
+
+    fn component_folder(dir: &Path) -> Result<PathBuf> {
+        Ok(dir.to_path_buf())
+    }
+
+    fn folder_config(dir: &Path) -> Result<FaceClipSdxlConfig> {
+        let path = dir.join(format!("{}_config.json", Self::COMPONENT));
+        if path.is_file() {
+            <Self as Pretrained>::read_config(&path)
+        } else {
+            Ok(FaceClipSdxlConfig::released())
+        }
+    }
+
+    fn folder_weights(dir: &Path) -> Result<PathBuf> {
+        release_weights(dir, Self::COMPONENT)
+    }
+}
+
+/// The weights of the single-file model `stem` in FaceCLIP's release folder `dir`:
+/// `stem.safetensors` (memory-mapped, preferred), else `stem.pt`.
+pub(super) fn release_weights(dir: &Path, stem: &str) -> Result<PathBuf> {
+    for ext in ["safetensors", "pt"] {
+        let p = dir.join(format!("{stem}.{ext}"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::io(
+        dir,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("neither `{stem}.safetensors` nor `{stem}.pt` is in this folder"),
+        ),
+    ))
+}
+
 impl FaceClipSdxlEncoder {
     /// Loads the released `face_clip_encoder.pt` (or a `.safetensors` copy) as it ships.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
@@ -98,16 +157,13 @@ impl FaceClipSdxlEncoder {
     /// Loads from `checkpoint` with `cfg`. Key names are rewritten as
     /// `infer_face_clip_sdxl.py` does (`k.replace('model.', '')`, every occurrence), then
     /// must match the model exactly (strict, as upstream's `load_state_dict`).
+    /// ([`Pretrained::load`]).
     pub fn from_checkpoint(
         checkpoint: Checkpoint,
         cfg: &FaceClipSdxlConfig,
         device: &Device,
     ) -> Result<Self> {
-        let checkpoint = checkpoint.rename(|k| Some(k.replace("model.", "")));
-        let vb = VarBuilder::from_checkpoint(checkpoint, device);
-        let model = Self::load_vb(&vb, cfg)?;
-        vb.finish()?;
-        Ok(model)
+        <Self as Pretrained>::load(checkpoint, cfg, device)
     }
 
     /// Builds from `vb` at the wrapper root without checking coverage (see
@@ -305,14 +361,12 @@ impl FaceClipSdxlEncoder {
     }
 
     /// Walks the full-size model over a manifest's listing (no weights allocated) and
-    /// returns how it covers the model.
+    /// returns how it covers the model ([`Pretrained::check_listing`]).
     pub fn check_listing(
         checkpoint: Checkpoint,
         cfg: &FaceClipSdxlConfig,
         device: &Device,
     ) -> Result<CoverageReport> {
-        let vb = VarBuilder::from_checkpoint(checkpoint, device);
-        Self::load_vb(&vb, cfg)?;
-        Ok(vb.report())
+        <Self as Pretrained>::check_listing(checkpoint, cfg, device)
     }
 }

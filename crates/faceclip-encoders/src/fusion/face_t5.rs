@@ -13,12 +13,15 @@
 //! The literal batched behaviour is available as [`BatchMode::Batched`] for parity with a
 //! batched upstream call only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use faceclip_core::burn::module::Param;
 use faceclip_core::image::RgbImage;
 use faceclip_core::layers::Linear;
-use faceclip_core::{Checkpoint, CoverageReport, Device, Error, Int, Result, Tensor, VarBuilder};
+use faceclip_core::{
+    Checkpoint, CoverageReport, Device, Error, Int, Pretrained, Result, Tensor, VarBuilder,
+    read_config,
+};
 use serde_json::Value;
 
 use crate::clip_text_model::{ClipTextConfig, ClipTextTransformer};
@@ -261,30 +264,30 @@ impl FaceT5Encoder {
             ));
         }
         let face = self.face_encoder.forward_resized(faces)?;
-        trace.record("face_class_token", &face.class_token);
-        trace.record("face_patch_token", &face.patch_token);
+        trace.record_tensor("face_class_token", &face.class_token);
+        trace.record_tensor("face_patch_token", &face.patch_token);
         let cls = face.class_token;
         let face_cls_norm = cls.clone() / cls.square().sum_dim(1).sqrt();
-        trace.record("face_cls_norm", &face_cls_norm);
+        trace.record_tensor("face_cls_norm", &face_cls_norm);
         let face_patch = self.face_patch_proj.forward(face.patch_token);
-        trace.record("face_patch_embed", &face_patch);
+        trace.record_tensor("face_patch_embed", &face_patch);
         let face_pos = self
             .face_pos_proj
             .as_ref()
             .map(|p| p.forward(self.face_encoder.pos_embed.val()));
 
         let t5 = self.t5_encoder.forward(input_ids, None)?;
-        trace.record("t5.inputs_embeds", &t5.inputs_embeds);
+        trace.record_tensor("t5.inputs_embeds", &t5.inputs_embeds);
         for (i, x) in t5.block_outputs.iter().enumerate() {
-            trace.record(&format!("t5.block{i}"), x);
+            trace.record_tensor(format!("t5.block{i}"), x);
         }
-        trace.record("t5.position_bias", &t5.position_bias);
+        trace.record_tensor("t5.position_bias", &t5.position_bias);
         let text = t5.last_hidden_state;
-        trace.record("text_embedding", &text);
+        trace.record_tensor("text_embedding", &text);
         let text_pos = self.positional_embedding.val();
-        trace.record("text_pos_embedding", &text_pos.clone().expand(text.dims()));
+        trace.record_tensor("text_pos_embedding", &text_pos.clone().expand(text.dims()));
 
-        let prefix = trace.prefix();
+        let prefix = trace.prefix().to_string();
         trace.set_prefix(&format!("{prefix}fuser."));
         let fused = self
             .fuser
@@ -361,6 +364,40 @@ pub struct FaceT5FluxEncoder {
     device: Device,
 }
 
+/// Loading: the key names of the released `face_t5_encoder.pt`, unchanged; no LoRA files.
+/// The folder is FaceCLIP's release folder (`model/`): `face_t5_encoder.safetensors` (else
+/// `.pt`), with `face_t5_encoder_config.json` when the encoder is not the released size.
+impl Pretrained for FaceT5FluxEncoder {
+    type Config = FaceT5FluxConfig;
+    const COMPONENT: &'static str = "face_t5_encoder";
+
+    fn build(config: &FaceT5FluxConfig, vb: &VarBuilder) -> Result<Self> {
+        Self::load_vb(vb, config)
+    }
+
+    /// A manifest-style config file ([`FaceT5FluxConfig::from_value`]).
+    fn read_config(path: &Path) -> Result<FaceT5FluxConfig> {
+        FaceT5FluxConfig::from_value(&read_config::<Value>(path)?)
+    }
+
+    fn component_folder(dir: &Path) -> Result<PathBuf> {
+        Ok(dir.to_path_buf())
+    }
+
+    fn folder_config(dir: &Path) -> Result<FaceT5FluxConfig> {
+        let path = dir.join(format!("{}_config.json", Self::COMPONENT));
+        if path.is_file() {
+            <Self as Pretrained>::read_config(&path)
+        } else {
+            Ok(FaceT5FluxConfig::released())
+        }
+    }
+
+    fn folder_weights(dir: &Path) -> Result<PathBuf> {
+        super::face_clip::release_weights(dir, Self::COMPONENT)
+    }
+}
+
 impl FaceT5FluxEncoder {
     /// Loads the released `face_t5_encoder.pt` as it ships (strict, no key changes; bf16
     /// values converted to f32).
@@ -372,16 +409,14 @@ impl FaceT5FluxEncoder {
         )
     }
 
-    /// Loads from `checkpoint` with `cfg`; the keys must match exactly.
+    /// Loads from `checkpoint` with `cfg`; the keys must match exactly
+    /// ([`Pretrained::load`]).
     pub fn from_checkpoint(
         checkpoint: Checkpoint,
         cfg: &FaceT5FluxConfig,
         device: &Device,
     ) -> Result<Self> {
-        let vb = VarBuilder::from_checkpoint(checkpoint, device);
-        let model = Self::load_vb(&vb, cfg)?;
-        vb.finish()?;
-        Ok(model)
+        <Self as Pretrained>::load(checkpoint, cfg, device)
     }
 
     /// Builds from `vb` at the wrapper root without checking coverage.
@@ -475,14 +510,13 @@ impl FaceT5FluxEncoder {
         self.encode_ids(faces, clip_ids, t5_ids)
     }
 
-    /// Walks the full-size model over a manifest's listing (no weights allocated).
+    /// Walks the full-size model over a manifest's listing (no weights allocated)
+    /// ([`Pretrained::check_listing`]).
     pub fn check_listing(
         checkpoint: Checkpoint,
         cfg: &FaceT5FluxConfig,
         device: &Device,
     ) -> Result<CoverageReport> {
-        let vb = VarBuilder::from_checkpoint(checkpoint, device);
-        Self::load_vb(&vb, cfg)?;
-        Ok(vb.report())
+        <Self as Pretrained>::check_listing(checkpoint, cfg, device)
     }
 }

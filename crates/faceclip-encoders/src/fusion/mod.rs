@@ -27,6 +27,7 @@ pub mod transformer_encoder;
 pub mod transformer_encoder_layer;
 pub mod transformer_vanilla;
 
+#[cfg(feature = "parity")]
 mod parity;
 
 pub use face_clip::{
@@ -39,9 +40,12 @@ pub use face_t5::{
 pub use text_face_embedding_fuser::{FuserConfig, FuserVariant, TextFaceEmbeddingFuser};
 pub use text_image_branch::{TextImageBranch, TextImageBranchConfig};
 
-use faceclip_core::{Tensor, TensorData, VarBuilder};
+pub(crate) use faceclip_core::Trace;
+use faceclip_core::VarBuilder;
 
+#[cfg(feature = "parity")]
 pub use parity::check_manifest;
+#[cfg(feature = "parity")]
 pub(crate) use parity::parity;
 
 /// How a batched call treats the few places where upstream's samples interact.
@@ -60,48 +64,6 @@ pub enum BatchMode {
     PerSample,
     /// Upstream's batched call, literally (samples interact as described above).
     Batched,
-}
-
-/// Named intermediate activations, recorded only when enabled (parity debugging).
-#[derive(Debug, Default)]
-pub(crate) struct Trace {
-    enabled: bool,
-    prefix: String,
-    pub(crate) entries: Vec<(String, TensorData)>,
-}
-
-impl Trace {
-    pub(crate) fn disabled() -> Self {
-        Self::default()
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn recording() -> Self {
-        Self {
-            enabled: true,
-            ..Self::default()
-        }
-    }
-
-    pub(crate) fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// Names recorded from now on start with `prefix`.
-    pub(crate) fn set_prefix(&mut self, prefix: &str) {
-        self.prefix = prefix.to_string();
-    }
-
-    pub(crate) fn prefix(&self) -> String {
-        self.prefix.clone()
-    }
-
-    pub(crate) fn record<const D: usize>(&mut self, name: &str, t: &Tensor<D>) {
-        if self.enabled {
-            self.entries
-                .push((format!("{}{name}", self.prefix), t.clone().into_data()));
-        }
-    }
 }
 
 /// Declares every tensor the loader `build` expects under `vb` as present-but-unused: the

@@ -210,7 +210,7 @@ pub(crate) mod debug {
 
     pub(crate) fn mid_diffs(fixture: &Fixture, trace: &Trace) -> Vec<(String, f64)> {
         let mut out = Vec::new();
-        for (name, data) in &trace.entries {
+        for (name, data) in trace.entries() {
             let key = format!("mid.{name}");
             if !fixture.has(&key) {
                 continue;

@@ -248,20 +248,20 @@ impl TextImageBranch {
         }
         // Face: ViT on the resized image.
         let face = self.face_encoder.forward_resized(faces)?;
-        trace.record("face_class_token", &face.class_token);
-        trace.record("face_patch_token", &face.patch_token);
+        trace.record_tensor("face_class_token", &face.class_token);
+        trace.record_tensor("face_patch_token", &face.patch_token);
         let cls = face.class_token;
         // `c / c.norm()`: no eps.
         let cls_norm = cls.clone() / cls.square().sum_dim(1).sqrt();
-        trace.record("face_cls_norm", &cls_norm);
+        trace.record_tensor("face_cls_norm", &cls_norm);
         let face_token = self.proj1.forward(cls_norm);
-        trace.record("face_token", &face_token);
+        trace.record_tensor("face_token", &face_token);
         let face_pos = self
             .face_pos_proj
             .forward(self.face_encoder.pos_embed.val());
         let face_patch = self.face_patch_proj.forward(face.patch_token);
-        trace.record("face_patch_embed", &face_patch);
-        trace.record(
+        trace.record_tensor("face_patch_embed", &face_patch);
+        trace.record_tensor(
             "face_pos_embedding",
             &face_pos.clone().expand(face_patch.dims()),
         );
@@ -280,26 +280,26 @@ impl TextImageBranch {
         )
         .expand([b, seq_len, w]);
         let tokens = tokens.mask_where(mask, face_token.reshape([b, 1, w]).expand([b, seq_len, w]));
-        if trace.enabled() {
-            trace.record(
+        if trace.is_enabled() {
+            trace.record_tensor(
                 "text_tower_input",
                 &self.text.add_positions(tokens.clone())?,
             );
         }
         let out = self.text.forward_embeds(tokens, &pool_positions)?;
-        trace.record("text_embedding_raw", &out.last_hidden_state);
-        trace.record("pooled", &out.pooler_output);
+        trace.record_tensor("text_embedding_raw", &out.last_hidden_state);
+        trace.record_tensor("pooled", &out.pooler_output);
         let text_embedding = self.text_embed_proj.forward(out.last_hidden_state);
-        trace.record("text_embedding", &text_embedding);
+        trace.record_tensor("text_embedding", &text_embedding);
         let text_pos = self
             .text_pos_proj
             .forward(self.text.position_embedding.val().unsqueeze::<3>());
-        trace.record(
+        trace.record_tensor(
             "text_pos_embedding",
             &text_pos.clone().expand(text_embedding.dims()),
         );
 
-        let prefix = trace.prefix();
+        let prefix = trace.prefix().to_string();
         trace.set_prefix(&format!("{prefix}fuser."));
         let fused = self.fuser.forward_traced(
             text_embedding,
@@ -311,7 +311,7 @@ impl TextImageBranch {
         );
         trace.set_prefix(&prefix);
         let fused = fused?;
-        trace.record("fused", &fused);
+        trace.record_tensor("fused", &fused);
         Ok(BranchOutput {
             fused,
             pooled: out.pooler_output,

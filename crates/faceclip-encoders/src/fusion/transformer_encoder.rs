@@ -152,7 +152,7 @@ impl TransformerEncoder {
         let refs = match self.image {
             ImageLayerKind::Deformable { .. } => {
                 let r = reference_points(gh, gw, &device);
-                trace.record("reference_points", &r.clone().reshape([1, gh * gw, 1, 2]));
+                trace.record_tensor("reference_points", &r.clone().reshape([1, gh * gw, 1, 2]));
                 Some(r)
             }
             ImageLayerKind::Vanilla { .. } => None,
@@ -162,12 +162,12 @@ impl TransformerEncoder {
         for i in 0..n {
             if let Some(f) = self.fusion_layers.get(i) {
                 (v, l) = f.forward(v, l, mode);
-                trace.record(&format!("layer{i}.fusion_v"), &v);
-                trace.record(&format!("layer{i}.fusion_l"), &l);
+                trace.record_tensor(format!("layer{i}.fusion_v"), &v);
+                trace.record_tensor(format!("layer{i}.fusion_l"), &l);
             }
             if let Some(t) = self.text_layers.get(i) {
                 l = t.forward(l, Some(text_pos.clone()));
-                trace.record(&format!("layer{i}.text"), &l);
+                trace.record_tensor(format!("layer{i}.text"), &l);
             }
             if let Some(layer) = self.layers.get(i) {
                 v = match layer {
@@ -180,13 +180,13 @@ impl TransformerEncoder {
                         let refs = refs
                             .clone()
                             .expect("deformable layers come with reference points");
-                        if trace.enabled() && i == 0 {
+                        if trace.is_enabled() && i == 0 {
                             let a =
                                 d.attention_only(v.clone(), pos.clone(), refs.clone(), FACE_GRID);
-                            trace.record("layer0.deform_attn", &a);
+                            trace.record_tensor("layer0.deform_attn", &a);
                         }
                         let out = d.forward(v, pos, refs, FACE_GRID);
-                        trace.record(&format!("layer{i}.deform"), &out);
+                        trace.record_tensor(format!("layer{i}.deform"), &out);
                         out
                     }
                     ImageLayer::Vanilla(van) => {
@@ -196,7 +196,7 @@ impl TransformerEncoder {
                             ));
                         }
                         let out = van.forward(v, face_pos.clone(), mode);
-                        trace.record(&format!("layer{i}.image"), &out);
+                        trace.record_tensor(format!("layer{i}.image"), &out);
                         out
                     }
                 };

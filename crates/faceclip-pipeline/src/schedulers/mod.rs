@@ -20,6 +20,7 @@ pub mod dpmsolver_multistep;
 pub mod euler_ancestral_discrete;
 pub mod euler_discrete;
 pub mod flow_match_euler_discrete;
+#[cfg(feature = "parity")]
 pub mod parity;
 pub mod rng;
 pub mod rng_torch;
@@ -232,6 +233,19 @@ impl SchedulerKind {
             Self::FlowMatchEulerDiscrete => "FlowMatchEulerDiscreteScheduler",
             Self::Ddim => "DDIMScheduler",
             Self::DpmSolverMultistep | Self::DpmPp2M { .. } => "DPMSolverMultistepScheduler",
+        }
+    }
+
+    /// The short name (one of [`Self::NAMES`], or the class name).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::EulerDiscrete => "euler",
+            Self::EulerAncestralDiscrete => "euler-a",
+            Self::FlowMatchEulerDiscrete => "flow-match",
+            Self::Ddim => "ddim",
+            Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            Self::DpmPp2M { karras: false } => "dpm++2m",
+            Self::DpmPp2M { karras: true } => "dpm++2m-karras",
         }
     }
 
