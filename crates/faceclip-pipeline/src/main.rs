@@ -346,8 +346,8 @@ struct Plan {
 }
 
 impl CommonArgs {
-    /// Checks everything the user typed: backend, dtype, faces, prompt file, LoRA files,
-    /// output paths (format and folder), model folder. Nothing loads.
+    /// Checks everything the user typed: backend, dtype, model folder, faces, prompt file,
+    /// output paths (format and folder), LoRA files. Nothing loads.
     fn plan(&self) -> Result<Plan> {
         let mut device = parse_device(&self.backend)?;
         let precision = match self.dtype {
@@ -356,6 +356,22 @@ impl CommonArgs {
             DTypeArg::F16 => Precision::F16,
         };
         set_precision(&mut device, precision)?;
+        let models_dir = if self.demo {
+            models::demo_dir()?
+        } else if self.hub {
+            PathBuf::new()
+        } else {
+            let dir = self.models.clone().ok_or_else(|| {
+                Error::invalid("--models DIR is required (or --demo, or FACECLIP_MODELS)")
+            })?;
+            if !dir.is_dir() {
+                return Err(Error::io(
+                    &dir,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+                ));
+            }
+            dir
+        };
         let (def_w, def_h, def_steps) = if self.demo { (64, 64, 4) } else { (864, 1152, 50) };
         let align = if self.aligned {
             AlignMode::Never
@@ -415,22 +431,6 @@ impl CommonArgs {
             std::fs::metadata(&l.path).map_err(|e| Error::io(&l.path, e))?;
             load = load.lora(l.path.clone(), l.scale);
         }
-        let models_dir = if self.demo {
-            models::demo_dir()?
-        } else if self.hub {
-            PathBuf::new()
-        } else {
-            let dir = self.models.clone().ok_or_else(|| {
-                Error::invalid("--models DIR is required (or --demo, or FACECLIP_MODELS)")
-            })?;
-            if !dir.is_dir() {
-                return Err(Error::io(
-                    &dir,
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
-                ));
-            }
-            dir
-        };
         Ok(Plan {
             device,
             precision,

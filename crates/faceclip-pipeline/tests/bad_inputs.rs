@@ -577,11 +577,11 @@ fn zero_or_absurd_steps() {
     let out = scratch("steps").join("out.png");
     fails(
         &["sdxl", "--demo", "--steps", "0", "--out", s(&out)],
-        &["--steps 0 must be between 1 and 1000"],
+        &["steps 0 must be between 1 and 1000"],
     );
     fails(
         &["sdxl", "--demo", "--steps", "1001", "--out", s(&out)],
-        &["--steps 1001 must be between 1 and 1000"],
+        &["steps 1001 must be between 1 and 1000"],
     );
     let o = faceclip()
         .args(["sdxl", "--demo", "--steps", "-3"])
@@ -600,23 +600,23 @@ fn size_not_a_multiple_of_the_model_factor() {
     let out = scratch("size").join("out.png");
     fails(
         &["sdxl", "--demo", "--width", "65", "--out", s(&out)],
-        &["--width 65 must be a positive multiple of 8 for sdxl"],
+        &["width 65 must be a positive multiple of 8 for FaceCLIP-SDXL"],
     );
     fails(
         &["sdxl", "--demo", "--height", "0", "--out", s(&out)],
-        &["--height 0 must be a positive multiple of 8 for sdxl"],
+        &["height 0 must be a positive multiple of 8 for FaceCLIP-SDXL"],
     );
     fails(
         &["flux", "--demo", "--height", "72", "--out", s(&out)],
-        &["--height 72 must be a positive multiple of 16 for flux"],
+        &["height 72 must be a positive multiple of 16 for FaceT5-FLUX"],
     );
     fails(
         &["sdxl", "--demo", "--width", "8192", "--out", s(&out)],
-        &["--width 8192 is larger than 4096"],
+        &["width 8192 is larger than 4096"],
     );
     fails(
         &["sdxl", "--demo", "--num-images", "0", "--out", s(&out)],
-        &["--num-images 0 must be between 1 and 64"],
+        &["num_images 0 must be between 1 and 64"],
     );
 }
 
@@ -678,14 +678,20 @@ fn unknown_backend_or_dtype() {
             &["backend `wgpu`", "not compiled into this build"],
         );
     }
-    fails(
-        &["sdxl", "--demo", "--dtype", "f8", "--out", s(&out)],
-        &["f8"],
-    );
-    fails(
-        &["sdxl", "--demo", "--scheduler", "bogus", "--out", s(&out)],
-        &["bogus"],
-    );
+    // Enumerated flags are clap `ValueEnum`s: a usage error (exit 2) listing the values.
+    for (flag, value, listed) in [
+        ("--dtype", "f8", "f32, bf16, f16"),
+        ("--scheduler", "bogus", "euler, euler-a, ddim"),
+    ] {
+        let o = faceclip()
+            .args(["sdxl", "--demo", flag, value, "--out", s(&out)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(&format!("invalid value '{value}' for '{flag}")), "{err}");
+        assert!(err.contains(listed), "{flag}: values not listed: {err}");
+    }
 }
 
 #[test]

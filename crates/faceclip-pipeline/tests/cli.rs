@@ -143,7 +143,7 @@ fn bad_inputs_fail_with_one_clear_line() {
         ),
         (
             vec!["sdxl", "--demo", "--steps", "0", "--out", out_s],
-            "--steps",
+            "steps 0 must be between",
         ),
         (
             vec!["sdxl", "--demo", "--width", "65", "--out", out_s],
@@ -162,8 +162,8 @@ fn bad_inputs_fail_with_one_clear_line() {
             "tpu",
         ),
         (
-            vec!["sdxl", "--demo", "--scheduler", "bogus", "--out", out_s],
-            "bogus",
+            vec!["flux", "--demo", "--scheduler", "ddim", "--out", out_s],
+            "ddim",
         ),
         (
             vec!["inspect", corrupt.to_str().unwrap()],
