@@ -15,7 +15,8 @@ pub fn available_backends() -> Vec<&'static str> {
     if cfg!(feature = "ndarray") {
         v.push("ndarray");
     }
-    if cfg!(feature = "wgpu") {
+    // `vulkan` is wgpu with SPIR-V kernels: a build with it runs `wgpu` too.
+    if cfg!(any(feature = "wgpu", feature = "vulkan")) {
         v.push("wgpu");
     }
     if cfg!(feature = "vulkan") {
@@ -95,7 +96,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
             Err(missing(name, "ndarray"))
         }
         "wgpu" | "gpu" => {
-            #[cfg(feature = "wgpu")]
+            #[cfg(any(feature = "wgpu", feature = "vulkan"))]
             {
                 use burn::tensor::DeviceKind;
                 Ok(Device::wgpu(match index {
@@ -103,7 +104,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
                     None => DeviceKind::DefaultDevice,
                 }))
             }
-            #[cfg(not(feature = "wgpu"))]
+            #[cfg(not(any(feature = "wgpu", feature = "vulkan")))]
             Err(missing(name, "wgpu"))
         }
         "vulkan" => {
@@ -134,6 +135,34 @@ pub fn parse_device(name: &str) -> Result<Device> {
             ),
         }),
     }
+}
+
+/// What `device` runs on, for logs: on a GPU backend the adapter's own name and what its
+/// kernels are compiled for (`NVIDIA H200 (ptx_sm90)`; Mesa's software Vulkan driver is
+/// `llvmpipe (LLVM 15.0.6, 256 bits) (...)`), else the device itself. Opens the device
+/// ([`set_precision`] still applies after it, as after its own opening): a device that cannot
+/// come up (no Vulkan driver, no adapter) is an error here, not a panic at its first use.
+pub fn describe_device(device: &Device) -> Result<String> {
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+    {
+        let d = device.clone();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || d.identity())) {
+            Ok(Some(id)) => return Ok(format!("{} ({})", id.name, id.fingerprint)),
+            Ok(None) => {}
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("it panicked");
+                return Err(Error::Backend {
+                    name: format!("{device:?}"),
+                    reason: format!("the device did not come up: {why}"),
+                });
+            }
+        }
+    }
+    Ok(format!("{device:?}"))
 }
 
 /// The floating-point type a device computes in (`--dtype`).
