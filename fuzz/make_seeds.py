@@ -3,6 +3,9 @@
 
 Needs torch and Pillow. Run from the repository root: `python3 fuzz/make_seeds.py`.
 The files are committed; rerunning rewrites them (torch versions may change the bytes).
+The seeds of target `gguf` are not written here but by faceclip-core's own GGUF writer:
+`FACECLIP_WRITE_GGUF_SEEDS=1 cargo test -p faceclip-core --test gguf` (that test also checks
+that the committed ones are what the writer gives).
 """
 
 import io

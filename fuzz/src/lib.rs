@@ -27,6 +27,7 @@ pub type Target = fn(&[u8]);
 /// Every target by name (the folder names under `fuzz/corpus/` and `fuzz/artifacts/`).
 pub const TARGETS: &[(&str, Target)] = &[
     ("safetensors", safetensors),
+    ("gguf", gguf),
     ("pytorch", pytorch),
     ("tokenizers", tokenizers),
     ("tokenizer_json", tokenizer_json),
@@ -37,6 +38,12 @@ pub const TARGETS: &[(&str, Target)] = &[
 /// ([`faceclip_core::fuzzing::safetensors`]).
 pub fn safetensors(data: &[u8]) {
     faceclip_core::fuzzing::safetensors(data);
+}
+
+/// `.gguf` bytes, as a mapped file and in memory; every tensor read, then written again and
+/// read back ([`faceclip_core::fuzzing::gguf`]).
+pub fn gguf(data: &[u8]) {
+    faceclip_core::fuzzing::gguf(data);
 }
 
 /// `.pt` bytes through burn's pickle reader; every tensor read

@@ -1,5 +1,6 @@
 //! Reading checkpoints: `.safetensors` (memory-mapped, single or sharded through
-//! `*.safetensors.index.json`) and PyTorch `.pt/.pth/.bin` (zip and legacy pickle, read by
+//! `*.safetensors.index.json`), `.gguf` (memory-mapped; Q8_0/Q4_0 blocks dequantized on
+//! read, see [`crate::gguf`]) and PyTorch `.pt/.pth/.bin` (zip and legacy pickle, read by
 //! burn-store's pickle reader, which never executes code). Tensors are listed without being
 //! read, and read one at a time into `f32`.
 
@@ -14,6 +15,8 @@ use memmap2::Mmap;
 use safetensors::{Dtype as StDtype, SafeTensors};
 
 use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, GgufMetadata};
+use crate::quant::QuantType;
 
 /// Element type of a stored tensor, as the file records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,20 +31,88 @@ pub enum StoredDType {
     I8,
     U8,
     Bool,
-    /// Any other type (complex, fp8, ...): listed, never loaded.
+    /// GGML's `Q8_0` blocks (GGUF files): read as `f32` by dequantizing.
+    Q8_0,
+    /// GGML's `Q4_0` blocks (GGUF files): read as `f32` by dequantizing.
+    Q4_0,
+    /// Any other type (complex, fp8, other GGML blocks, ...): listed, never loaded.
     Other,
 }
 
 impl StoredDType {
-    /// Bytes per element (0 for [`StoredDType::Other`]).
+    /// Bytes per element (0 for the block types and [`StoredDType::Other`]; see
+    /// [`StoredDType::bytes_for`]).
     pub fn size(self) -> usize {
         match self {
             Self::F64 | Self::I64 => 8,
             Self::F32 | Self::I32 => 4,
             Self::F16 | Self::BF16 | Self::I16 => 2,
             Self::I8 | Self::U8 | Self::Bool => 1,
-            Self::Other => 0,
+            Self::Q8_0 | Self::Q4_0 | Self::Other => 0,
         }
+    }
+
+    /// Bytes that `numel` elements take, blocks included; `None` for
+    /// [`StoredDType::Other`], on overflow, or when a block type's `numel` is not a whole
+    /// number of blocks.
+    pub fn bytes_for(self, numel: usize) -> Option<usize> {
+        match self.quant() {
+            Some(q) => q.bytes_for(numel),
+            None if self == Self::Other => None,
+            None => numel.checked_mul(self.size()),
+        }
+    }
+
+    /// The block quantization of [`StoredDType::Q8_0`] and [`StoredDType::Q4_0`].
+    pub fn quant(self) -> Option<QuantType> {
+        match self {
+            Self::Q8_0 => Some(QuantType::Q8_0),
+            Self::Q4_0 => Some(QuantType::Q4_0),
+            _ => None,
+        }
+    }
+
+    /// The stored type of a block quantization.
+    pub fn from_quant(q: QuantType) -> Self {
+        match q {
+            QuantType::Q8_0 => Self::Q8_0,
+            QuantType::Q4_0 => Self::Q4_0,
+        }
+    }
+
+    /// The type of GGML type id `id` (a GGUF tensor's type); [`StoredDType::Other`] for the
+    /// ids this crate does not read (other block formats, unknown ids).
+    pub fn from_ggml_type(id: u32) -> Self {
+        match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            30 => Self::BF16,
+            28 => Self::F64,
+            24 => Self::I8,
+            25 => Self::I16,
+            26 => Self::I32,
+            27 => Self::I64,
+            8 => Self::Q8_0,
+            2 => Self::Q4_0,
+            _ => Self::Other,
+        }
+    }
+
+    /// GGML's type id of this type, `None` where GGUF has none (`uint8`, `bool`, other).
+    pub fn ggml_type(self) -> Option<u32> {
+        Some(match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::BF16 => 30,
+            Self::F64 => 28,
+            Self::I8 => 24,
+            Self::I16 => 25,
+            Self::I32 => 26,
+            Self::I64 => 27,
+            Self::Q8_0 => 8,
+            Self::Q4_0 => 2,
+            Self::U8 | Self::Bool | Self::Other => return None,
+        })
     }
 
     /// The PyTorch-style name used in manifests (`float32`, `bfloat16`, ...).
@@ -57,6 +128,8 @@ impl StoredDType {
             Self::I8 => "int8",
             Self::U8 => "uint8",
             Self::Bool => "bool",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
             Self::Other => "other",
         }
     }
@@ -74,6 +147,8 @@ impl StoredDType {
             "int8" => Self::I8,
             "uint8" => Self::U8,
             "bool" => Self::Bool,
+            "q8_0" => Self::Q8_0,
+            "q4_0" => Self::Q4_0,
             _ => Self::Other,
         }
     }
@@ -110,9 +185,13 @@ impl StoredDType {
         }
     }
 
-    /// True for the floating-point types a model weight can be loaded from.
+    /// True for the floating-point types a model weight can be loaded from (the block types
+    /// included: they read as `f32`).
     pub fn is_float(self) -> bool {
-        matches!(self, Self::F64 | Self::F32 | Self::F16 | Self::BF16)
+        matches!(
+            self,
+            Self::F64 | Self::F32 | Self::F16 | Self::BF16 | Self::Q8_0 | Self::Q4_0
+        )
     }
 }
 
@@ -126,12 +205,14 @@ pub struct TensorInfo {
 
 #[derive(Clone)]
 enum Entry {
-    /// Byte range in the memory map of shard `file`.
-    Safetensors {
+    /// Byte range in the memory map of shard `file` (safetensors, GGUF).
+    Mapped {
         file: usize,
         start: usize,
         end: usize,
     },
+    /// Listed but not readable (a GGUF tensor of a type whose layout is unknown here): why.
+    Unreadable(Arc<str>),
     Pytorch(PtTensor),
     /// Already in memory (a converted or generated checkpoint).
     Memory(Arc<Vec<u8>>),
@@ -151,6 +232,8 @@ pub struct Checkpoint {
     path: PathBuf,
     shards: Vec<Arc<Mmap>>,
     tensors: BTreeMap<String, Stored>,
+    /// The metadata of a GGUF file.
+    gguf: Option<Arc<GgufMetadata>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -164,10 +247,12 @@ impl std::fmt::Debug for Checkpoint {
 
 const SAFETENSORS_EXT: &str = ".safetensors";
 const INDEX_EXT: &str = ".safetensors.index.json";
+const GGUF_EXT: &str = ".gguf";
 
 impl Checkpoint {
     /// Opens a checkpoint, choosing the reader from the file name and checking the contents:
-    /// `.safetensors`, `*.safetensors.index.json` (sharded), `.pt`, `.pth`, `.bin`, `.ckpt`.
+    /// `.safetensors`, `*.safetensors.index.json` (sharded), `.gguf`, `.pt`, `.pth`, `.bin`,
+    /// `.ckpt`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let name = path
@@ -190,6 +275,8 @@ impl Checkpoint {
             let mut ck = Self::empty(path);
             ck.add_safetensors_shard(path, None)?;
             Ok(ck)
+        } else if name.ends_with(GGUF_EXT) {
+            Self::open_gguf(path)
         } else if [".pt", ".pth", ".bin", ".ckpt"]
             .iter()
             .any(|e| name.ends_with(e))
@@ -208,6 +295,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             shards: Vec::new(),
             tensors: BTreeMap::new(),
+            gguf: None,
         }
     }
 
@@ -367,7 +455,7 @@ impl Checkpoint {
                         shape: view.shape().to_vec(),
                         dtype: StoredDType::from_st(view.dtype()),
                     },
-                    entry: Entry::Safetensors {
+                    entry: Entry::Mapped {
                         file: idx,
                         start,
                         end: start + data.len(),
@@ -378,6 +466,62 @@ impl Checkpoint {
         drop(st);
         self.shards.push(Arc::new(mmap));
         Ok(())
+    }
+
+    fn open_gguf(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: as for safetensors shards: a read-only map.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let parsed = GgufFile::parse(path, &mmap)?;
+        let mut ck = Self::empty(path);
+        ck.add_gguf(parsed, |r| Entry::Mapped {
+            file: 0,
+            start: r.start,
+            end: r.end,
+        });
+        ck.shards.push(Arc::new(mmap));
+        Ok(ck)
+    }
+
+    /// A checkpoint parsed from GGUF bytes held in memory (each tensor's data copied);
+    /// `label` stands for the path in messages.
+    pub fn from_gguf_bytes(label: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self> {
+        let mut ck = Self::empty(&label.into());
+        let parsed = GgufFile::parse(&ck.path, bytes)?;
+        ck.add_gguf(parsed, |r| {
+            Entry::Memory(Arc::new(bytes.get(r).unwrap_or_default().to_vec()))
+        });
+        Ok(ck)
+    }
+
+    /// Lists the tensors of a parsed GGUF file, each tensor's checked byte range turned into
+    /// an entry by `entry`.
+    fn add_gguf(&mut self, parsed: GgufFile, entry: impl Fn(std::ops::Range<usize>) -> Entry) {
+        for t in parsed.tensors {
+            let entry = match t.range {
+                Some(r) => entry(r),
+                None => Entry::Unreadable(
+                    format!(
+                        "GGML type {} ({}) is not one this crate reads",
+                        t.ggml_type,
+                        crate::gguf::ggml_type_name(t.ggml_type).unwrap_or("unknown")
+                    )
+                    .into(),
+                ),
+            };
+            self.tensors.insert(
+                t.name.clone(),
+                Stored {
+                    info: TensorInfo {
+                        name: t.name,
+                        shape: t.shape,
+                        dtype: t.dtype,
+                    },
+                    entry,
+                },
+            );
+        }
+        self.gguf = Some(Arc::new(parsed.metadata));
     }
 
     fn open_pytorch(path: &Path) -> Result<Self> {
@@ -437,6 +581,17 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// The metadata key/values of a GGUF checkpoint (`None` for other formats).
+    pub fn gguf_metadata(&self) -> Option<&GgufMetadata> {
+        self.gguf.as_deref()
+    }
+
+    /// The block quantization tensor `name` is stored in, if any (GGUF `Q8_0`/`Q4_0`):
+    /// [`Checkpoint::read_raw`] gives its blocks as stored.
+    pub fn quant_type(&self, name: &str) -> Option<QuantType> {
+        self.info(name).and_then(|i| i.dtype.quant())
+    }
+
     /// The file (or index, or label) this checkpoint came from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -477,6 +632,7 @@ impl Checkpoint {
             path: self.path.clone(),
             shards: self.shards.clone(),
             tensors: BTreeMap::new(),
+            gguf: self.gguf.clone(),
         };
         for (k, s) in &self.tensors {
             if let Some(n) = f(k) {
@@ -499,7 +655,7 @@ impl Checkpoint {
             key: name.into(),
         })?;
         let bytes: std::borrow::Cow<'_, [u8]> = match &s.entry {
-            Entry::Safetensors { file, start, end } => std::borrow::Cow::Borrowed(
+            Entry::Mapped { file, start, end } => std::borrow::Cow::Borrowed(
                 self.shards
                     .get(*file)
                     .and_then(|m| m.get(*start..*end))
@@ -515,6 +671,12 @@ impl Checkpoint {
                     .map_err(|e| Error::checkpoint(&self.path, format!("tensor `{name}`: {e}")))?,
             ),
             Entry::Memory(b) => std::borrow::Cow::Borrowed(b.as_slice()),
+            Entry::Unreadable(why) => {
+                return Err(Error::checkpoint(
+                    &self.path,
+                    format!("tensor `{name}`: {why}"),
+                ));
+            }
             Entry::Listing => {
                 return Err(Error::checkpoint(
                     &self.path,
@@ -522,7 +684,7 @@ impl Checkpoint {
                 ));
             }
         };
-        let want = checked_numel(&s.info.shape).and_then(|n| n.checked_mul(s.info.dtype.size()));
+        let want = checked_numel(&s.info.shape).and_then(|n| s.info.dtype.bytes_for(n));
         if s.info.dtype != StoredDType::Other && want != Some(bytes.len()) {
             return Err(Error::checkpoint(
                 &self.path,
@@ -538,7 +700,8 @@ impl Checkpoint {
         Ok((s.info.clone(), bytes))
     }
 
-    /// Reads one floating-point tensor as `f32` values (f64/f16/bf16 converted).
+    /// Reads one floating-point tensor as `f32` values (f64/f16/bf16 converted, Q8_0/Q4_0
+    /// blocks dequantized).
     pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         if let Some(info) = self.info(name)
             && !info.dtype.is_float()
@@ -567,6 +730,18 @@ impl Checkpoint {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+            StoredDType::Q8_0 | StoredDType::Q4_0 => {
+                let (Some(q), Some(n)) = (info.dtype.quant(), checked_numel(&info.shape)) else {
+                    return Err(Error::checkpoint(
+                        &self.path,
+                        format!("tensor `{name}`: shape {:?} overflows", info.shape),
+                    ));
+                };
+                // raw_bytes checked `b.len() == q.bytes_for(n)`.
+                let mut v = vec![0f32; n];
+                crate::quant::dequantize_into(q, &b, &mut v);
+                v
+            }
             other => {
                 return Err(Error::DType {
                     path: self.path.clone(),
@@ -635,8 +810,7 @@ impl Checkpoint {
     /// re-read from the file if the tensor is read again. A no-op for other storage.
     pub fn release(&self, name: &str) {
         #[cfg(unix)]
-        if let Some(Entry::Safetensors { file, start, end }) =
-            self.tensors.get(name).map(|s| &s.entry)
+        if let Some(Entry::Mapped { file, start, end }) = self.tensors.get(name).map(|s| &s.entry)
             && let Some(m) = self.shards.get(*file)
         {
             // SAFETY: a read-only shared file mapping: MADV_DONTNEED drops the pages and a

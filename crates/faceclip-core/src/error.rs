@@ -21,7 +21,7 @@ pub enum Error {
     #[error("checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
     /// A file whose name or contents is not a checkpoint format this library reads.
-    #[error("checkpoint {}: unsupported format ({reason}); expected .safetensors, .safetensors.index.json, .pt, .pth or .bin", path.display())]
+    #[error("checkpoint {}: unsupported format ({reason}); expected .safetensors, .safetensors.index.json, .gguf, .pt, .pth or .bin", path.display())]
     UnsupportedFormat { path: PathBuf, reason: String },
     /// One tensor of a checkpoint has a dtype the loader cannot convert.
     #[error("checkpoint {}: tensor `{key}` has dtype {dtype}, which is not a float type this model can load", path.display())]

@@ -37,10 +37,7 @@ pub fn read_everything(ck: &Checkpoint) -> Readout {
         if let Ok((raw_info, raw)) = ck.read_raw(&info.name) {
             assert_eq!(raw_info, info);
             if info.dtype != StoredDType::Other {
-                assert_eq!(
-                    Some(raw.len()),
-                    numel.and_then(|n| n.checked_mul(info.dtype.size()))
-                );
+                assert_eq!(Some(raw.len()), numel.and_then(|n| info.dtype.bytes_for(n)));
             }
         }
         if info.dtype.is_float() {
@@ -114,6 +111,102 @@ pub fn safetensors(data: &[u8]) {
             }
         ),
     }
+}
+
+/// Fuzz target `gguf`: the bytes as a memory-mapped `.gguf` file ([`Checkpoint::open`]) and
+/// as an in-memory buffer ([`Checkpoint::from_gguf_bytes`]); every tensor read. Both must
+/// accept or refuse alike and read the same values. A file whose tensors are all of readable
+/// types is then written again with [`crate::gguf::write_gguf`] and must read back the same.
+pub fn gguf(data: &[u8]) {
+    let Some(file) = TempFile::new("gguf", data) else {
+        return;
+    };
+    let mem = Checkpoint::from_gguf_bytes(file.path(), data);
+    let mem_read = mem.as_ref().ok().map(read_everything);
+    let opened = Checkpoint::open(file.path());
+    if let Err(e) = &opened {
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&*file.path().to_string_lossy()),
+            "error does not name the file: {msg}"
+        );
+        assert!(
+            !msg.contains('\n'),
+            "a message of more than one line: {msg}"
+        );
+    }
+    let file_read = opened.as_ref().ok().map(read_everything);
+    match (&mem_read, &file_read) {
+        (Some(a), Some(b)) => assert_eq!(a, b, "in-memory and mapped reads differ"),
+        (None, None) => {}
+        _ => panic!(
+            "buffer reader {} but file reader {}",
+            if mem.is_ok() { "accepted" } else { "refused" },
+            match &opened {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => format!("refused: {e}"),
+            }
+        ),
+    }
+    let (Ok(ck), Some(read)) = (&opened, &file_read) else {
+        return;
+    };
+    let Ok(parsed) = crate::gguf::GgufFile::parse(file.path(), data) else {
+        panic!("Checkpoint::open accepted what GgufFile::parse refuses");
+    };
+    // Compared as text: a NaN value is not equal to itself.
+    let meta_text = format!("{:?}", parsed.metadata);
+    assert_eq!(
+        ck.gguf_metadata().map(|m| format!("{m:?}")).as_ref(),
+        Some(&meta_text)
+    );
+    // Rewrite: the writer must accept what the reader accepted (unless a type is unknown or the
+    // padding of a huge alignment would make the copy large) and give back the same tensors.
+    if parsed.alignment > 4096 || parsed.tensors.iter().any(|t| t.range.is_none()) {
+        return;
+    }
+    let specs: Vec<crate::gguf::GgufTensorSpec> = parsed
+        .tensors
+        .iter()
+        .map(|t| crate::gguf::GgufTensorSpec::new(t.name.clone(), t.shape.clone(), t.ggml_type))
+        .collect();
+    let Some(copy) = TempFile::new("gguf", b"") else {
+        return;
+    };
+    crate::gguf::write_gguf(copy.path(), parsed.metadata.entries(), &specs, |i| {
+        Ok(parsed.tensors[i]
+            .range
+            .clone()
+            .and_then(|r| data.get(r))
+            .unwrap_or_default())
+    })
+    .unwrap_or_else(|e| panic!("the writer refuses what the reader accepted: {e}"));
+    let again = Checkpoint::open(copy.path())
+        .unwrap_or_else(|e| panic!("the reader refuses what the writer wrote: {e}"));
+    // Error texts name the file: compare them without it.
+    let unnamed = |r: &Readout, path: &Path| -> Readout {
+        let p = path.to_string_lossy();
+        r.iter()
+            .map(|(n, s, d, v)| {
+                (
+                    n.clone(),
+                    s.clone(),
+                    *d,
+                    v.clone().map_err(|e| e.replace(&*p, "")),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        unnamed(&read_everything(&again), copy.path()),
+        unnamed(read, file.path()),
+        "the rewritten file reads differently"
+    );
+    assert_eq!(
+        again.gguf_metadata().map(|m| format!("{m:?}")),
+        Some(meta_text),
+        "the rewritten file's metadata differs"
+    );
 }
 
 /// Fuzz target `pytorch`: the bytes as a `.pt` file through [`Checkpoint::open`] (burn's

@@ -1,11 +1,13 @@
 //! faceclip-core: the ground every FaceCLIP model stands on.
 //!
 //! - [`error`]: the one error type, whose messages name the file, key and shapes.
-//! - [`checkpoint`]: `.safetensors` (mmap, sharded) and PyTorch `.pt` reading.
+//! - [`checkpoint`]: `.safetensors` (mmap, sharded), `.gguf` and PyTorch `.pt` reading.
+//! - [`gguf`]: GGUF files (llama.cpp's format): hostile-input-safe parsing, streaming writing.
 //! - [`var_builder`]: the one loading path; coverage reports; lazy full-size builds.
 //! - [`lora`]: LoRA files (diffusers/PEFT, kohya, XLabs) merged into weights as they load.
 //! - [`pretrained`]: the one model-loading trait ([`Pretrained`]) and config reader
 //!   ([`read_config`]).
+//! - [`quant`]: weight-only block quantization (GGML's Q8_0, Q4_0) for linear layers.
 //! - [`layers`]: linear, conv, norms, activations, attention, embeddings.
 //! - [`image`]: image files <-> tensors, PyTorch's bilinear resize, PNG with metadata.
 //! - [`device`]: backend names -> burn devices.
@@ -20,6 +22,7 @@ pub mod error;
 pub mod fixture;
 #[cfg(feature = "parity")]
 pub mod fuzzing;
+pub mod gguf;
 pub mod image;
 pub mod io;
 pub mod layers;
@@ -27,6 +30,7 @@ pub mod lora;
 #[cfg(feature = "parity")]
 pub mod manifest;
 pub mod pretrained;
+pub mod quant;
 pub mod trace;
 pub mod var_builder;
 
@@ -39,7 +43,8 @@ pub use fixture::{Comparison, Fixture, ParityReport};
 pub use lora::{LoraLayout, LoraSet, LoraSpec, LoraTarget};
 #[cfg(feature = "parity")]
 pub use manifest::Manifest;
-pub use pretrained::{Pretrained, read_config};
+pub use pretrained::{Pretrained, WeightOptions, read_config};
+pub use quant::{QMatrix, QuantType};
 pub use trace::Trace;
 pub use var_builder::VarBuilder;
 

@@ -24,7 +24,39 @@ use serde::de::DeserializeOwned;
 use crate::checkpoint::Checkpoint;
 use crate::error::{CoverageReport, Error, Result};
 use crate::lora::{LoraSet, LoraSpec, LoraTarget};
+use crate::quant::QuantType;
 use crate::var_builder::VarBuilder;
+
+/// What is done to a model's weights as they load: LoRA files merged in, linear weights
+/// quantized ([`crate::quant`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct WeightOptions {
+    /// LoRA files merged into the weights.
+    pub loras: Vec<LoraSpec>,
+    /// Block format for the linear weights [`Pretrained::quantizes`] accepts (`None`: as
+    /// stored).
+    pub quant: Option<QuantType>,
+}
+
+impl WeightOptions {
+    /// No LoRA, no quantization.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the LoRA files.
+    pub fn loras(mut self, loras: &[LoraSpec]) -> Self {
+        self.loras = loras.to_vec();
+        self
+    }
+
+    /// Sets the block format of the linear weights.
+    pub fn quant(mut self, quant: Option<QuantType>) -> Self {
+        self.quant = quant;
+        self
+    }
+}
 
 /// Reads a JSON config file (`config.json`, a `meta.json`, an encoder's `*_config.json`) into
 /// `T`: an unreadable file is an [`Error::Io`], malformed JSON or a field of the wrong type
@@ -116,6 +148,12 @@ pub trait Pretrained: Sized {
         None
     }
 
+    /// Whether a `quant` option applies to the linear weight `key` (the walk's name). Default:
+    /// every linear weight.
+    fn quantizes(_config: &Self::Config) -> fn(&str) -> bool {
+        |_| true
+    }
+
     /// The folder holding the model's files, given a model folder. Default: `dir` when it
     /// holds `config.json`, else `dir/COMPONENT` ([`component_dir`]).
     fn component_folder(dir: &Path) -> Result<PathBuf> {
@@ -152,6 +190,19 @@ pub trait Pretrained: Sized {
         loras: &[LoraSpec],
         device: &Device,
     ) -> Result<Self> {
+        Self::load_options(checkpoint, config, &WeightOptions::new().loras(loras), device)
+    }
+
+    /// [`Pretrained::load_with`] with every [`WeightOptions`]: LoRA files, and the linear
+    /// weights [`Pretrained::quantizes`] accepts stored in blocks as they load (the peak is the
+    /// quantized model plus one full-precision tensor).
+    fn load_options(
+        checkpoint: Checkpoint,
+        config: &Self::Config,
+        options: &WeightOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let loras = options.loras.as_slice();
         Self::check_config(config)?;
         let loras = if loras.is_empty() {
             None
@@ -169,6 +220,9 @@ pub trait Pretrained: Sized {
         let mut vb = VarBuilder::from_checkpoint(checkpoint, device);
         if let Some(loras) = loras {
             vb = vb.with_loras(loras);
+        }
+        if let Some(kind) = options.quant {
+            vb = vb.with_quant(kind, Self::quantizes(config));
         }
         let model = Self::build(config, &vb)?;
         vb.finish()?;

@@ -22,6 +22,14 @@ use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
 use crate::checkpoint::Checkpoint;
 use crate::error::{CoverageReport, Error, Result};
 use crate::lora::{LoraProblem, LoraSet};
+use crate::quant::{QMatrix, QuantType};
+
+/// Which linear weights are stored in blocks as they load (see [`VarBuilder::with_quant`]).
+#[derive(Clone)]
+struct QuantPlan {
+    kind: QuantType,
+    applies: Rc<dyn Fn(&str) -> bool>,
+}
 
 #[derive(Default)]
 struct State {
@@ -35,6 +43,9 @@ struct State {
     tolerated: Vec<String>,
     loras: Option<LoraSet>,
     lora_problems: Vec<LoraProblem>,
+    quant: Option<QuantPlan>,
+    /// Bytes of the weights read so far, as the model holds them.
+    loaded_bytes: u64,
 }
 
 /// Walks a model's key names and hands each layer its weights; see the module docs.
@@ -73,6 +84,17 @@ impl VarBuilder {
     /// problem or a LoRA module that matched no weight.
     pub fn with_loras(self, loras: LoraSet) -> Self {
         self.state.borrow_mut().loras = Some(loras);
+        self
+    }
+
+    /// Stores the linear weights whose keys `applies` accepts in `kind`'s blocks, each quantized
+    /// right after it is read (and LoRA-merged), so the full-precision weights are never all in
+    /// memory. Weights stored in blocks already (a GGUF file) load as stored whatever is asked.
+    pub fn with_quant(self, kind: QuantType, applies: impl Fn(&str) -> bool + 'static) -> Self {
+        self.state.borrow_mut().quant = Some(QuantPlan {
+            kind,
+            applies: Rc::new(applies),
+        });
         self
     }
 
@@ -176,9 +198,79 @@ impl VarBuilder {
     /// A float parameter `name` of `shape`, in the upstream layout, converted to `f32`.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Param<Tensor<D>> {
         match self.fetch(name, &shape, false) {
-            Some(data) => Param::initialized(ParamId::new(), Tensor::from_data(data, &self.device)),
+            Some(data) => {
+                let t = Tensor::from_data(data, &self.device);
+                self.count(t.shape().num_elements() as u64 * t.dtype().size() as u64);
+                Param::initialized(ParamId::new(), t)
+            }
             None => lazy_zeros(shape, &self.device),
         }
+    }
+
+    fn count(&self, bytes: u64) {
+        self.state.borrow_mut().loaded_bytes += bytes;
+    }
+
+    /// Bytes of the float weights read so far, as the model holds them (blocks for quantized
+    /// linear weights, the device's float type for the others).
+    pub fn loaded_bytes(&self) -> u64 {
+        self.state.borrow().loaded_bytes
+    }
+
+    /// A linear layer's weight `name` (`[out, in]`) in blocks, when the weights store it so
+    /// or [`VarBuilder::with_quant`] asks for it; `None` otherwise (then read it with
+    /// [`VarBuilder::tensor`], which also records a missing or mis-shaped key).
+    pub fn linear_blocks(&self, name: &str, shape: [usize; 2]) -> Option<QMatrix> {
+        let key = self.key(name);
+        let (stored, plan, has_loras) = {
+            let st = self.state.borrow();
+            let source = st.source.as_ref()?;
+            let info = source.info(&key)?;
+            if info.shape != shape || source.is_listing() || !QMatrix::fits(shape[0], shape[1]) {
+                return None;
+            }
+            let stored = info.dtype.quant();
+            let plan = st.quant.as_ref().filter(|p| (p.applies)(&key)).map(|p| p.kind);
+            (stored, plan, st.loras.is_some())
+        };
+        let kind = stored.or(plan)?;
+        if stored == Some(kind) && !has_loras {
+            let mut st = self.state.borrow_mut();
+            st.expected.insert(key.clone(), Some(shape.to_vec()));
+            let source = st.source.as_ref()?;
+            let read = source
+                .read_raw(&key)
+                .and_then(|(_, b)| QMatrix::from_blocks(kind, shape[0], shape[1], b));
+            source.release(&key);
+            return match read {
+                Ok(q) => {
+                    st.loaded_bytes += q.nbytes() as u64;
+                    Some(q)
+                }
+                Err(e) => {
+                    st.unreadable.insert(key, e.to_string());
+                    None
+                }
+            };
+        }
+        let data = self.fetch(name, &shape, false)?;
+        let values = data.as_slice::<f32>().ok()?;
+        match QMatrix::quantize(kind, shape[0], shape[1], values) {
+            Ok(q) => {
+                self.count(q.nbytes() as u64);
+                Some(q)
+            }
+            Err(e) => {
+                self.state.borrow_mut().unreadable.insert(key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A parameter of `shape` that is never allocated unless read (stands for a weight held
+    /// elsewhere, e.g. in blocks).
+    pub fn placeholder<const D: usize>(&self, shape: [usize; D]) -> Param<Tensor<D>> {
+        lazy_zeros(shape, &self.device)
     }
 
     /// An integer buffer `name` of `shape` (read eagerly; zeros when absent).

@@ -357,6 +357,7 @@ impl ClipTextTransformer {
                         qkv: Qkv::Fused(Linear {
                             weight: a.tensor("in_proj_weight", [3 * w, w]),
                             bias: Some(a.tensor("in_proj_bias", [3 * w])),
+                            quant: None,
                         }),
                         out: Linear::load(&a.pp("out_proj"), w, w, true),
                         heads: cfg.heads,

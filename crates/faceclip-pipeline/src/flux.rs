@@ -6,7 +6,7 @@
 //! (default 3.5: two transformer passes a step, positive first) with distilled guidance
 //! (default 1.0); VAE decode with shift and scale.
 
-use faceclip_core::{Checkpoint, Device, Error, Pretrained, Result, Tensor};
+use faceclip_core::{Checkpoint, Device, Error, Pretrained, Result, Tensor, WeightOptions};
 use faceclip_dit::{
     FluxRotaryEmbedding, FluxTransformer2DModel, FluxTransformerConfig, image_ids, pack_latents,
     text_ids, unpack_latents,
@@ -235,18 +235,19 @@ impl FluxPipeline {
     }
 
     fn load_encoder(&self) -> Result<FaceT5FluxEncoder> {
-        FaceT5FluxEncoder::from_checkpoint(
+        FaceT5FluxEncoder::load_options(
             Checkpoint::open(&self.models.encoder)?,
             &self.encoder_cfg,
+            &WeightOptions::new().quant(self.load.quant),
             &self.device,
         )
     }
 
     fn load_transformer(&self) -> Result<FluxTransformer2DModel> {
-        FluxTransformer2DModel::load_with(
+        FluxTransformer2DModel::load_options(
             Checkpoint::open(&self.models.dit)?,
             &self.dit_cfg,
-            &self.load.loras,
+            &self.load.denoiser_weights(),
             &self.device,
         )
     }

@@ -42,7 +42,7 @@ pub use flux::{FluxOptions, FluxPipeline};
 pub use image;
 pub use models::{FluxModels, SdxlModels};
 pub use pipeline_utils::{
-    Control, GeneratedImage, Guidance, LoadOptions, LoraSpec, MemoryPolicy, StepInfo,
+    Control, GeneratedImage, Guidance, LoadOptions, LoraSpec, MemoryPolicy, QuantType, StepInfo,
 };
 pub use schedulers::{NoiseSource, SchedulerKind};
 pub use sdxl::{MicroConditioning, SdxlOptions, SdxlPipeline};

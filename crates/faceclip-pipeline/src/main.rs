@@ -13,7 +13,7 @@ use faceclip_pipeline::core::image::RgbImage;
 use faceclip_pipeline::core::{Checkpoint, Error, Result};
 use faceclip_pipeline::{
     AlignMode, Control, FaceInput, FluxModels, FluxOptions, FluxPipeline, GeneratedImage,
-    LoadOptions, LoraSpec, MemoryPolicy, MicroConditioning, NoiseSource, SchedulerKind,
+    LoadOptions, LoraSpec, MemoryPolicy, MicroConditioning, NoiseSource, QuantType, SchedulerKind,
     SdxlModels, SdxlOptions, SdxlPipeline, StepInfo, hub, models,
 };
 
@@ -50,11 +50,37 @@ enum Command {
     },
     /// List a checkpoint's tensors: name, shape, dtype.
     Inspect {
-        /// A .safetensors, .safetensors.index.json, .pt, .pth or .bin file.
+        /// A .safetensors, .safetensors.index.json, .gguf, .pt, .pth or .bin file.
         checkpoint: PathBuf,
     },
-    /// Convert a PyTorch checkpoint to safetensors (f32), without executing pickle code.
-    Convert { input: PathBuf, output: PathBuf },
+    /// Convert a checkpoint (without executing pickle code): to safetensors (f32), or with
+    /// --quant to GGUF with the linear weights in blocks (`dit.pt dit.gguf`).
+    Convert {
+        input: PathBuf,
+        /// A .safetensors file, or a .gguf file with --quant.
+        output: PathBuf,
+        /// Store 2-D weights in blocks (q8: GGML's Q8_0, q4: Q4_0); norms, embeddings and
+        /// biases stay as they are. Needs a .gguf output.
+        #[arg(long, value_enum)]
+        quant: Option<QuantArg>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantArg {
+    /// GGML's Q8_0: 8.5 bits a weight.
+    Q8,
+    /// GGML's Q4_0: 4.5 bits a weight.
+    Q4,
+}
+
+impl From<QuantArg> for QuantType {
+    fn from(a: QuantArg) -> Self {
+        match a {
+            QuantArg::Q8 => Self::Q8_0,
+            QuantArg::Q4 => Self::Q4_0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -192,6 +218,10 @@ struct CommonArgs {
     /// Which models stay in memory.
     #[arg(long, value_enum, default_value_t = MemoryArg::Auto)]
     memory: MemoryArg,
+    /// Quantize the big models' linear weights as they load (FLUX: transformer and T5;
+    /// SDXL: UNet); a .gguf model file loads as stored without it.
+    #[arg(long, value_enum)]
+    quant: Option<QuantArg>,
 }
 
 #[derive(Args)]
@@ -302,20 +332,41 @@ fn run(cli: Cli) -> Result<()> {
             println!("# {} tensors, {} elements", ck.len(), total);
             Ok(())
         }
-        Command::Convert { input, output } => {
+        Command::Convert {
+            input,
+            output,
+            quant,
+        } => {
+            let ext = if quant.is_some() { ".gguf" } else { ".safetensors" };
             if !output
                 .file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with(".safetensors"))
+                .is_some_and(|n| n.to_string_lossy().to_lowercase().ends_with(ext))
             {
                 return Err(Error::invalid(format!(
-                    "output {} must end in .safetensors",
-                    output.display()
+                    "output {} must end in {ext}{}",
+                    output.display(),
+                    if quant.is_some() { " with --quant" } else { "" }
                 )));
             }
             faceclip_pipeline::core::io::check_writable(&output)?;
             let ck = Checkpoint::open(&input)?;
-            ck.save_safetensors(&output)?;
-            println!("{} tensors -> {}", ck.len(), output.display());
+            match quant {
+                Some(q) => {
+                    let s = faceclip_pipeline::core::quant::save_gguf(&ck, q.into(), &output)?;
+                    println!(
+                        "{} tensors ({} in {}) -> {} ({:.2} GB)",
+                        ck.len(),
+                        s.quantized,
+                        QuantType::from(q).ggml_name(),
+                        output.display(),
+                        s.bytes as f64 / 1e9
+                    );
+                }
+                None => {
+                    ck.save_safetensors(&output)?;
+                    println!("{} tensors -> {}", ck.len(), output.display());
+                }
+            }
             Ok(())
         }
     }
@@ -426,7 +477,9 @@ impl CommonArgs {
             MemoryArg::Auto if jobs.len() > 1 => MemoryPolicy::KeepLoaded,
             MemoryArg::Auto => MemoryPolicy::Sequential,
         };
-        let mut load = LoadOptions::new().memory(memory);
+        let mut load = LoadOptions::new()
+            .memory(memory)
+            .quant(self.quant.map(QuantType::from));
         for l in &self.lora {
             std::fs::metadata(&l.path).map_err(|e| Error::io(&l.path, e))?;
             load = load.lora(l.path.clone(), l.scale);

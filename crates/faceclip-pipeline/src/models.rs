@@ -14,6 +14,8 @@
 //! ```
 //!
 //! A `.safetensors` file beside (or instead of) each `.pt` is preferred: it is memory-mapped.
+//! A `.gguf` file (`faceclip convert --quant q8 dit.pt dit.gguf`) is preferred over both: its
+//! linear weights load in blocks as stored.
 
 use std::path::{Path, PathBuf};
 
@@ -126,11 +128,16 @@ impl ModelSource for LocalModels {
     }
 }
 
-/// A FaceCLIP weights file: `.safetensors` (memory-mapped) before `.pt`.
+/// A FaceCLIP weights file: `.gguf` (written by `faceclip convert --quant`), then
+/// `.safetensors` (memory-mapped), then `.pt`.
 fn weights(src: &dyn ModelSource, stem: &str) -> Result<PathBuf> {
     src.first_of(
         Repo::FaceClip,
-        &[&format!("{stem}.safetensors"), &format!("{stem}.pt")],
+        &[
+            &format!("{stem}.gguf"),
+            &format!("{stem}.safetensors"),
+            &format!("{stem}.pt"),
+        ],
         &format!("{stem}.pt"),
     )
 }

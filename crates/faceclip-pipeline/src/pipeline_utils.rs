@@ -172,6 +172,8 @@ pub enum MemoryPolicy {
 }
 
 pub use faceclip_core::lora::LoraSpec;
+pub use faceclip_core::quant::QuantType;
+use faceclip_core::WeightOptions;
 
 /// How a pipeline loads its models.
 #[derive(Debug, Clone, Default)]
@@ -181,6 +183,10 @@ pub struct LoadOptions {
     pub memory: MemoryPolicy,
     /// LoRAs merged into the denoiser (UNet / FLUX transformer) as it loads.
     pub loras: Vec<LoraSpec>,
+    /// Weight-only quantization of the big models' linear layers as they load (FLUX: the
+    /// transformer and FaceT5's T5 encoder; SDXL: the UNet); `None`: full precision, or as a
+    /// `.gguf` file stores them.
+    pub quant: Option<QuantType>,
 }
 
 impl LoadOptions {
@@ -199,6 +205,17 @@ impl LoadOptions {
     pub fn lora(mut self, path: impl Into<PathBuf>, scale: f32) -> Self {
         self.loras.push(LoraSpec::new(path, scale));
         self
+    }
+
+    /// Sets the block format of the big models' linear weights ([`LoadOptions::quant`]).
+    pub fn quant(mut self, quant: Option<QuantType>) -> Self {
+        self.quant = quant;
+        self
+    }
+
+    /// What the denoiser's loader does to its weights: the LoRAs and the quantization.
+    pub(crate) fn denoiser_weights(&self) -> WeightOptions {
+        WeightOptions::new().loras(&self.loras).quant(self.quant)
     }
 
     /// Every LoRA file must exist before anything loads.

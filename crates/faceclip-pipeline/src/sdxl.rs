@@ -278,10 +278,10 @@ impl SdxlPipeline {
     }
 
     fn load_unet(&self) -> Result<UNet2DConditionModel> {
-        UNet2DConditionModel::load_with(
+        UNet2DConditionModel::load_options(
             Checkpoint::open(&self.models.unet)?,
             &self.unet_cfg,
-            &self.load.loras,
+            &self.load.denoiser_weights(),
             &self.device,
         )
     }

@@ -293,3 +293,97 @@ fn any_photo_is_detected_and_aligned_and_a_faceless_one_is_one_line() {
         assert!(err.contains("grey.png") && err.contains("no face"), "{err}");
     }
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// Mean absolute difference of two same-size images, in 0..255 levels.
+fn mean_diff(a: &std::path::Path, b: &std::path::Path) -> f64 {
+    let a = faceclip_pipeline::core::image::RgbImage::open(a).unwrap();
+    let b = faceclip_pipeline::core::image::RgbImage::open(b).unwrap();
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let d: f64 = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| f64::from((x - y).abs()) * 255.0)
+        .sum();
+    d / a.data.len() as f64
+}
+
+#[test]
+fn quantized_flux_from_a_converted_gguf_matches_quantizing_at_load() {
+    let dir = scratch("quant");
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo/models");
+    let models = dir.join("models");
+    copy_dir(&demo, &models);
+    let dit = models.join("FaceCLIP/model/dit.safetensors");
+    let gguf = models.join("FaceCLIP/model/dit.gguf");
+    // --quant needs a .gguf output, checked before anything is read.
+    let o = faceclip()
+        .args(["convert", "--quant", "q8"])
+        .arg(&dit)
+        .arg(dir.join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("must end in .gguf with --quant"), "{err}");
+    let o = faceclip()
+        .args(["convert", "--quant", "q8"])
+        .arg(&dit)
+        .arg(&gguf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("in Q8_0"));
+    let listed = faceclip().arg("inspect").arg(&gguf).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("transformer_blocks.0.attn.to_q.weight\t[32, 32]\tq8_0"), "{listed}");
+
+    let run = |models: &std::path::Path, quant: Option<&str>, out: &std::path::Path| {
+        let mut c = faceclip();
+        c.args(["flux", "--steps", "2", "--width", "64", "--height", "64", "--seed", "3"])
+            .arg("--face")
+            .arg(demo.join("face.png"))
+            .arg("--models")
+            .arg(models)
+            .arg("--out")
+            .arg(out);
+        if let Some(q) = quant {
+            c.args(["--quant", q]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (f32_png, q8_png, gguf_png, q4_png) = (
+        dir.join("f32.png"),
+        dir.join("q8.png"),
+        dir.join("gguf.png"),
+        dir.join("q4.png"),
+    );
+    run(&demo, None, &f32_png);
+    run(&demo, Some("q8"), &q8_png);
+    run(&demo, Some("q4"), &q4_png);
+    // The folder with dit.gguf: its blocks load as stored; --quant q8 still quantizes T5.
+    run(&models, Some("q8"), &gguf_png);
+    assert_eq!(
+        std::fs::read(&q8_png).unwrap(),
+        std::fs::read(&gguf_png).unwrap(),
+        "dit.gguf must give the image quantizing at load gives"
+    );
+    let (q8, q4) = (mean_diff(&f32_png, &q8_png), mean_diff(&f32_png, &q4_png));
+    eprintln!("demo FLUX image vs f32: q8 mean {q8:.3} levels, q4 {q4:.3}");
+    assert!(q8 > 0.0 && q8 < 2.0, "q8 mean difference {q8}");
+    assert!(q4 > q8, "q4 {q4} vs q8 {q8}");
+}

@@ -57,6 +57,11 @@ fn fuzz_corpus_safetensors() {
 }
 
 #[test]
+fn fuzz_corpus_gguf() {
+    replay("gguf");
+}
+
+#[test]
 fn fuzz_corpus_pytorch() {
     replay("pytorch");
 }

@@ -1,22 +1,33 @@
 use burn::module::Param;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
+use crate::quant::QMatrix;
 use crate::var_builder::VarBuilder;
 
 /// `torch.nn.Linear`: `weight` `[out, in]`, optional `bias` `[out]`; maps `[..., in]` to
-/// `[..., out]`.
+/// `[..., out]`. With the weight held in blocks ([`Linear::quant`], see [`crate::quant`]),
+/// `weight` is a placeholder that is never allocated.
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    pub quant: Option<QMatrix>,
 }
 
 impl Linear {
     /// Loads `weight` (and `bias` when `bias` is true) under `vb`.
+    /// The weight is held in blocks when the weights store it so or the builder asks for it
+    /// ([`VarBuilder::linear_blocks`]).
     pub fn load(vb: &VarBuilder, in_features: usize, out_features: usize, bias: bool) -> Self {
+        let shape = [out_features, in_features];
+        let quant = vb.linear_blocks("weight", shape);
         Self {
-            weight: vb.tensor("weight", [out_features, in_features]),
+            weight: match quant {
+                Some(_) => vb.placeholder(shape),
+                None => vb.tensor("weight", shape),
+            },
             bias: bias.then(|| vb.tensor("bias", [out_features])),
+            quant,
         }
     }
 
@@ -30,9 +41,11 @@ impl Linear {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
-        let y = x
-            .reshape([rows, d_in])
-            .matmul(self.weight.val().transpose());
+        let x = x.reshape([rows, d_in]);
+        let y = match &self.quant {
+            Some(q) => quant_matmul(q, x),
+            None => x.matmul(self.weight.val().transpose()),
+        };
         let y = match &self.bias {
             Some(b) => y + b.val().unsqueeze::<2>(),
             None => y,
@@ -46,4 +59,19 @@ impl Linear {
     pub fn out_features(&self) -> usize {
         self.weight.shape().as_slice()[0]
     }
+}
+
+/// `x` `[rows, in]` times the blocks' transpose: the block kernel on the CPU in f32; elsewhere
+/// (GPU backends, reduced precision) the layer's weight expanded for this product only.
+fn quant_matmul(q: &QMatrix, x: Tensor<2>) -> Tensor<2> {
+    let device = x.device();
+    let [out, d_in] = q.dims();
+    #[cfg(feature = "flex")]
+    if super::host::applies(&x) {
+        let rows = x.dims()[0];
+        let xv = crate::to_vec_f32(x);
+        return Tensor::from_data(TensorData::new(q.matmul_t(&xv, rows), [rows, out]), &device);
+    }
+    let w = Tensor::<2>::from_data(TensorData::new(q.dequantize(), [out, d_in]), &device);
+    x.matmul(w.transpose())
 }

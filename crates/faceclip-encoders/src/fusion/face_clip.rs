@@ -127,9 +127,10 @@ impl Pretrained for FaceClipSdxlEncoder {
 }
 
 /// The weights of the single-file model `stem` in FaceCLIP's release folder `dir`:
-/// `stem.safetensors` (memory-mapped, preferred), else `stem.pt`.
+/// `stem.gguf` (quantized by `faceclip convert --quant`), else `stem.safetensors`
+/// (memory-mapped), else `stem.pt`.
 pub(super) fn release_weights(dir: &Path, stem: &str) -> Result<PathBuf> {
-    for ext in ["safetensors", "pt"] {
+    for ext in ["gguf", "safetensors", "pt"] {
         let p = dir.join(format!("{stem}.{ext}"));
         if p.is_file() {
             return Ok(p);
@@ -139,7 +140,7 @@ pub(super) fn release_weights(dir: &Path, stem: &str) -> Result<PathBuf> {
         dir,
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("neither `{stem}.safetensors` nor `{stem}.pt` is in this folder"),
+            format!("none of `{stem}.gguf`, `{stem}.safetensors`, `{stem}.pt` is in this folder"),
         ),
     ))
 }

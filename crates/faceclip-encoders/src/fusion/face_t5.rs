@@ -380,6 +380,12 @@ impl Pretrained for FaceT5FluxEncoder {
         FaceT5FluxConfig::from_value(&read_config::<Value>(path)?)
     }
 
+    /// Quantization applies to the T5 encoder (nearly all of the weights); the face ViT, the
+    /// fuser and the CLIP text tower stay in full precision.
+    fn quantizes(_config: &FaceT5FluxConfig) -> fn(&str) -> bool {
+        |key| key.starts_with("encoder_2.t5_encoder.")
+    }
+
     fn component_folder(dir: &Path) -> Result<PathBuf> {
         Ok(dir.to_path_buf())
     }

@@ -43,6 +43,7 @@ impl MultiheadAttention {
                 which * d,
                 d,
             ))),
+            quant: None,
         }
     }
 
