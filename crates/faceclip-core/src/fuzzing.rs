@@ -88,6 +88,13 @@ pub fn safetensors(data: &[u8]) {
     };
     // The file's path as the buffer's label, so that both give the same messages.
     let mem = Checkpoint::from_safetensors_bytes(file.path(), data);
+    both_readers_agree(&file, &mem);
+}
+
+/// Opens `file` as a memory-mapped checkpoint and checks it against `mem`, the same bytes read
+/// from a buffer: a refusal names the file on one line, and both accept or refuse alike and
+/// read the same tensors with the same values. Returns the mapped checkpoint and its readout.
+fn both_readers_agree(file: &TempFile, mem: &crate::Result<Checkpoint>) -> Option<(Checkpoint, Readout)> {
     let mem_read = mem.as_ref().ok().map(read_everything);
     let opened = Checkpoint::open(file.path());
     if let Err(e) = &opened {
@@ -96,6 +103,7 @@ pub fn safetensors(data: &[u8]) {
             msg.contains(&*file.path().to_string_lossy()),
             "error does not name the file: {msg}"
         );
+        assert!(!msg.contains('\n'), "a message of more than one line: {msg}");
     }
     let file_read = opened.as_ref().ok().map(read_everything);
     match (&mem_read, &file_read) {
@@ -111,6 +119,7 @@ pub fn safetensors(data: &[u8]) {
             }
         ),
     }
+    Some((opened.ok()?, file_read?))
 }
 
 /// Fuzz target `gguf`: the bytes as a memory-mapped `.gguf` file ([`Checkpoint::open`]) and
@@ -122,33 +131,7 @@ pub fn gguf(data: &[u8]) {
         return;
     };
     let mem = Checkpoint::from_gguf_bytes(file.path(), data);
-    let mem_read = mem.as_ref().ok().map(read_everything);
-    let opened = Checkpoint::open(file.path());
-    if let Err(e) = &opened {
-        let msg = e.to_string();
-        assert!(
-            msg.contains(&*file.path().to_string_lossy()),
-            "error does not name the file: {msg}"
-        );
-        assert!(
-            !msg.contains('\n'),
-            "a message of more than one line: {msg}"
-        );
-    }
-    let file_read = opened.as_ref().ok().map(read_everything);
-    match (&mem_read, &file_read) {
-        (Some(a), Some(b)) => assert_eq!(a, b, "in-memory and mapped reads differ"),
-        (None, None) => {}
-        _ => panic!(
-            "buffer reader {} but file reader {}",
-            if mem.is_ok() { "accepted" } else { "refused" },
-            match &opened {
-                Ok(_) => "accepted".to_string(),
-                Err(e) => format!("refused: {e}"),
-            }
-        ),
-    }
-    let (Ok(ck), Some(read)) = (&opened, &file_read) else {
+    let Some((ck, read)) = both_readers_agree(&file, &mem) else {
         return;
     };
     let Ok(parsed) = crate::gguf::GgufFile::parse(file.path(), data) else {
@@ -199,7 +182,7 @@ pub fn gguf(data: &[u8]) {
     };
     assert_eq!(
         unnamed(&read_everything(&again), copy.path()),
-        unnamed(read, file.path()),
+        unnamed(&read, file.path()),
         "the rewritten file reads differently"
     );
     assert_eq!(

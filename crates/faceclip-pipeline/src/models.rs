@@ -131,13 +131,12 @@ impl ModelSource for LocalModels {
 /// A FaceCLIP weights file: `.gguf` (written by `faceclip convert --quant`), then
 /// `.safetensors` (memory-mapped), then `.pt`.
 fn weights(src: &dyn ModelSource, stem: &str) -> Result<PathBuf> {
+    if let Some(p) = src.get(Repo::FaceClip, &format!("{stem}.gguf"))? {
+        return Ok(p);
+    }
     src.first_of(
         Repo::FaceClip,
-        &[
-            &format!("{stem}.gguf"),
-            &format!("{stem}.safetensors"),
-            &format!("{stem}.pt"),
-        ],
+        &[&format!("{stem}.safetensors"), &format!("{stem}.pt")],
         &format!("{stem}.pt"),
     )
 }
