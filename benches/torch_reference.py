@@ -264,6 +264,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(DEFAULT), help="comma-separated components, or 'all'")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                    help="bf16: modules and inputs built in bfloat16 (torch.set_default_dtype)")
+    ap.add_argument("--peak", action="store_true",
+                    help="first time square GEMMs (1024, 2048, 4096): TORCH_PEAK gemm dtype=<d> gflops=<best>")
     ap.add_argument("--threads", type=int,
                     default=int(os.environ.get("FACECLIP_THREADS") or os.cpu_count() or 1))
     args = ap.parse_args()
@@ -290,7 +294,21 @@ def main():
         return 3
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"INFO torch={torch.__version__} threads={torch.get_num_threads()} dtype=float32 device=cpu "
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    torch.set_default_dtype(dtype)
+    if args.peak:
+        best = 0.0
+        with torch.inference_mode():
+            for n in (1024, 2048, 4096):
+                a, b = torch.randn(n, n), torch.randn(n, n)
+                torch.matmul(a, b)
+                for _ in range(3):
+                    t = time.perf_counter()
+                    torch.matmul(a, b)
+                    best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+                del a, b
+        print(f"TORCH_PEAK gemm dtype={args.dtype} gflops={best:.1f}", flush=True)
+    print(f"INFO torch={torch.__version__} threads={torch.get_num_threads()} dtype={dtype} device=cpu "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}", flush=True)
     log(f"torch_reference: torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"warm-up 1 + median of {args.reps}")

@@ -3,10 +3,15 @@
 //!
 //! For each component: build it (weights: deterministic pseudo-random by default), one
 //! warm-up forward, then `--reps` timed forwards; prints one line per component on stdout,
-//! `RUST <component> ms=<median> min=<fastest>` (or `SKIP <component> reason=...`), progress on stderr.
+//! `RUST <component> ms=<median> min=<fastest> gflop=<useful work>` (or `SKIP <component>
+//! reason=...`), progress on stderr. `gflop` is twice the multiply-adds the warm-up counted
+//! ([`faceclip_pipeline::core::flops`]: the reference algorithm's products). `--peak` first
+//! times square GEMMs (1024, 2048, 4096) and prints `RUST_PEAK gemm dtype=<d> gflops=<best>`.
+//! The first line names the CPU features the kernels may use: `INFO rust_kernels=...`.
 //!
 //! ```text
-//! compare [--only a,b] [--reps N] [--backend cpu] [--threads T] [--weights random|zeros] [--list]
+//! compare [--only a,b] [--reps N] [--backend cpu] [--threads T] [--weights random|zeros]
+//!         [--dtype f32|bf16] [--peak] [--list]
 //! ```
 //!
 //! Threads: `--threads T` sets `RAYON_NUM_THREADS` (the CPU backends' pool) before any work;
@@ -15,7 +20,9 @@
 use std::time::Instant;
 
 use faceclip_benches::{COMPARE_DEFAULT, COMPONENTS, Weights, build, component};
-use faceclip_pipeline::core::device::parse_device;
+use faceclip_pipeline::core::burn::tensor::Distribution;
+use faceclip_pipeline::core::device::{Precision, parse_device, set_precision};
+use faceclip_pipeline::core::{Device, Tensor, flops};
 
 struct Args {
     only: Vec<String>,
@@ -23,10 +30,12 @@ struct Args {
     backend: String,
     weights: Weights,
     threads: Option<usize>,
+    dtype: Precision,
+    peak: bool,
     list: bool,
 }
 
-const USAGE: &str = "usage: compare [--only a,b] [--reps N] [--backend cpu] [--threads T] [--weights random|zeros] [--list]";
+const USAGE: &str = "usage: compare [--only a,b] [--reps N] [--backend cpu] [--threads T] [--weights random|zeros] [--dtype f32|bf16] [--peak] [--list]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -35,6 +44,8 @@ fn parse_args() -> Result<Args, String> {
         backend: "cpu".into(),
         weights: Weights::Random { seed: 0 },
         threads: None,
+        dtype: Precision::F32,
+        peak: false,
         list: false,
     };
     let mut it = std::env::args().skip(1);
@@ -52,7 +63,9 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--only" => {
                 let v = value("--only")?;
-                if v != "all" && !v.is_empty() {
+                if v == "none" {
+                    a.only.clear();
+                } else if v != "all" && !v.is_empty() {
                     a.only = v
                         .split(',')
                         .map(|s| s.trim().to_string())
@@ -87,6 +100,8 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--weights: `{other}` (random or zeros)")),
                 }
             }
+            "--dtype" => a.dtype = value("--dtype")?.parse().map_err(|e| format!("{e}"))?,
+            "--peak" => a.peak = true,
             "--list" => a.list = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -132,17 +147,31 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let device = match parse_device(&args.backend) {
+    let device = match parse_device(&args.backend).and_then(|mut d| {
+        set_precision(&mut d, args.dtype)?;
+        Ok(d)
+    }) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("compare: backend `{}`: {e}", args.backend);
             std::process::exit(2);
         }
     };
+    println!("INFO rust_kernels={}", kernels());
+    if args.peak {
+        println!(
+            "RUST_PEAK gemm dtype={} gflops={:.1}",
+            args.dtype.name(),
+            peak_gemm(&device)
+        );
+    }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
     eprintln!(
-        "compare: backend {}, f32, threads {threads}, weights {:?}, warm-up 1 + median of {}",
-        args.backend, args.weights, args.reps
+        "compare: backend {}, {}, threads {threads}, weights {:?}, warm-up 1 + median of {}",
+        args.backend,
+        args.dtype.name(),
+        args.weights,
+        args.reps
     );
     let mut failed = false;
     for name in &args.only {
@@ -165,9 +194,17 @@ fn main() {
         );
         let mut times = Vec::with_capacity(args.reps);
         let mut error = None;
+        let mut macs = 0;
         for i in 0..=args.reps {
+            if i == 0 {
+                flops::start();
+            }
             let t = Instant::now();
-            if let Err(e) = bench.run() {
+            let run = bench.run();
+            if i == 0 {
+                macs = flops::stop();
+            }
+            if let Err(e) = run {
                 error = Some(e);
                 break;
             }
@@ -190,7 +227,11 @@ fn main() {
             }
             None => {
                 let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-                println!("RUST {name} ms={:.3} min={min:.3}", median(times));
+                println!(
+                    "RUST {name} ms={:.3} min={min:.3} gflop={:.3}",
+                    median(times),
+                    2.0 * macs as f64 / 1e9
+                );
             }
         }
         drop(bench);
@@ -198,6 +239,54 @@ fn main() {
     if failed {
         std::process::exit(1);
     }
+}
+
+/// The CPU features the kernels may use on this machine: burn-flex's GEMM (the `gemm` crate)
+/// and the host kernels pick their code paths from these at run time.
+fn kernels() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |f: bool, name: &'static str| f.then_some(name);
+        let list: Vec<&str> = [
+            has(std::is_x86_feature_detected!("avx512f"), "AVX-512"),
+            has(std::is_x86_feature_detected!("avx512bf16"), "avx512_bf16"),
+            has(std::is_x86_feature_detected!("avx512vnni"), "VNNI"),
+            has(
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+                "AVX2+FMA",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if list.is_empty() {
+            "scalar".into()
+        } else {
+            format!("{} (gemm crate and host kernels, picked at run time)", list.join(","))
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "portable (non-x86)".into()
+    }
+}
+
+/// The best GFLOP/s of square matmuls of 1024, 2048 and 4096 on `device` (best of 3 each).
+fn peak_gemm(device: &Device) -> f64 {
+    let mut best = 0f64;
+    for n in [1024usize, 2048, 4096] {
+        let a = Tensor::<2>::random([n, n], Distribution::Default, device);
+        let b = Tensor::<2>::random([n, n], Distribution::Default, device);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let _ = a.clone().matmul(b.clone()).into_data();
+            let s = t.elapsed().as_secs_f64();
+            best = best.max(2.0 * (n * n * n) as f64 / s / 1e9);
+        }
+        eprintln!("  peak gemm {n}: best so far {best:.1} GFLOP/s");
+    }
+    best
 }
 
 fn one_line(s: &str) -> String {

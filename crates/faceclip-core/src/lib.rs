@@ -11,6 +11,7 @@
 //! - [`layers`]: linear, conv, norms, activations, attention, embeddings.
 //! - [`image`]: image files <-> tensors, PyTorch's bilinear resize, PNG with metadata.
 //! - [`device`]: backend names -> burn devices.
+//! - [`flops`]: a count of a forward pass's multiply-adds (the benches' GFLOP/s).
 //! - [`trace`]: named intermediate values of a forward pass ([`Trace`]), for debugging parity.
 //! - With the `parity` feature: `fixture`, `manifest` (the parity ground truth) and `fuzzing`
 //!   (the fuzz-target bodies), the test harness of every crate.
@@ -18,6 +19,7 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod flops;
 #[cfg(feature = "parity")]
 pub mod fixture;
 #[cfg(feature = "parity")]

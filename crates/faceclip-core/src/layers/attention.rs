@@ -27,8 +27,11 @@ pub fn attention(
     mask: AttentionMask,
     scale: Option<f64>,
 ) -> Tensor<4> {
-    let [b, h, lq, _] = q.dims();
+    let [b, h, lq, dk] = q.dims();
     let lk = k.dims()[2];
+    // q·kᵀ and p·v (causal attention counts the whole square, as the reference computes it).
+    crate::flops::add_matmul(b * h, lq, dk, lk);
+    crate::flops::add_matmul(b * h, lq, lk, v.dims()[3]);
     let (mask, is_causal) = match mask {
         AttentionMask::None => (None, false),
         AttentionMask::Causal => (None, true),

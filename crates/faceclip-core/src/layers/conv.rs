@@ -38,6 +38,12 @@ impl Conv2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
+        {
+            let ([b, _, h, w], [out, in_g, kh, kw]) = (x.dims(), weight.dims());
+            let oh = (h + 2 * self.padding[0]).saturating_sub(kh) / self.stride[0] + 1;
+            let ow = (w + 2 * self.padding[1]).saturating_sub(kw) / self.stride[1] + 1;
+            crate::flops::add(b * out * oh * ow * in_g * kh * kw);
+        }
         #[cfg(feature = "flex")]
         let (x, weight, bias) = {
             let [_, _, kh, kw] = weight.dims();

@@ -42,6 +42,7 @@ impl Linear {
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
         let x = x.reshape([rows, d_in]);
+        crate::flops::add_matmul(1, rows, d_in, self.out_features());
         let y = match &self.quant {
             Some(q) => quant_matmul(q, x),
             None => x.matmul(self.weight.val().transpose()),

@@ -59,6 +59,12 @@ impl BiMultiHeadAttention {
         let value_l = split_heads(self.values_l_proj.forward(l), self.num_heads);
 
         // [B, H, Nv, Nl]: the one logit matrix both directions share.
+        let [b, h, nv, dh] = query.dims();
+        let nl = key.dims()[2];
+        // q·kᵀ, then both directions' p·v.
+        faceclip_core::flops::add_matmul(b * h, nv, dh, nl);
+        faceclip_core::flops::add_matmul(b * h, nv, nl, dh);
+        faceclip_core::flops::add_matmul(b * h, nl, nv, dh);
         let logits = query.matmul(key.swap_dims(2, 3));
         let (probs_v, probs_l) = stable_softmax_2d(logits, mode);
 
