@@ -90,7 +90,7 @@ done
 for dt in $DTYPES; do
 for c in "${COMPONENTS[@]}"; do
     reps="$REPS"
-    case "$c" in unet_sdxl|unet_sdxl_32|vae_decode) reps="$SLOW_REPS" ;; esac
+    case "$c" in unet_sdxl|unet_sdxl_32|unet_sdxl_step|vae_decode) reps="$SLOW_REPS" ;; esac
     echo "== $c $dt (reps $reps)" >&2
     echo "INFO $c dtype=$dt loadavg_before=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?)" >> "$OUT"
     echo "DTYPE $dt" >> "$OUT"

@@ -27,7 +27,7 @@ random fill of the same scale):
   `inputs_embeds` (one block + final norm, like the Rust `forward_embeds`);
 - flux_double / flux_single: diffusers `FluxTransformerBlock` / `FluxSingleTransformerBlock`
   (3072 wide, 24 heads x 128) with `FluxPosEmbed(10000, [16, 56, 56])` rotary embeddings;
-- unet_sdxl (unet_sdxl_32), vae_decode: diffusers `UNet2DConditionModel` / `AutoencoderKL`
+- unet_sdxl (unet_sdxl_32, unet_sdxl_step), vae_decode: diffusers `UNet2DConditionModel` / `AutoencoderKL`
   built `from_config` with the configs in tests/manifests/sdxl_unet.json / sdxl_vae.json;
 - scheduler_step: diffusers `EulerDiscreteScheduler`: construct, set_timesteps(50),
   scale_model_input, step, on a 1x4x144x108 latent (the Rust bench times the same four).
@@ -204,14 +204,18 @@ def build_flux(torch, single):
     return lambda: block(hidden_states=img, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)
 
 
-def build_unet(torch, latent):
+def build_unet(torch, latent, batch=1, width=None):
+    """The UNet on [batch, 4, latent, width or latent] latents (unet_sdxl_step: 2x4x144x108, a
+    full-size 864x1152 step with CFG)."""
     from diffusers import UNet2DConditionModel
     unet = UNet2DConditionModel.from_config(manifest_config("sdxl_unet")).eval()
-    x = torch.rand(1, 4, latent, latent) * 2 - 1
-    ehs = torch.rand(1, 77, 2048) * 2 - 1
-    added = {"text_embeds": torch.rand(1, 1280) * 2 - 1,
-             "time_ids": torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]])}
-    t = torch.tensor([500.0])
+    w = width or latent
+    x = torch.rand(batch, 4, latent, w) * 2 - 1
+    ehs = torch.rand(batch, 77, 2048) * 2 - 1
+    h_px, w_px = 8.0 * latent, 8.0 * w
+    added = {"text_embeds": torch.rand(batch, 1280) * 2 - 1,
+             "time_ids": torch.tensor([[h_px, w_px, 0.0, 0.0, h_px, w_px]] * batch)}
+    t = torch.tensor([500.0] * batch)
     return lambda: unet(x, t, encoder_hidden_states=ehs, added_cond_kwargs=added).sample
 
 
@@ -249,6 +253,7 @@ BUILDERS = {
     "flux_single": lambda torch: build_flux(torch, single=True),
     "unet_sdxl": lambda torch: build_unet(torch, 64),
     "unet_sdxl_32": lambda torch: build_unet(torch, 32),
+    "unet_sdxl_step": lambda torch: build_unet(torch, 144, batch=2, width=108),
     "vae_decode": build_vae_decode,
     "scheduler_step": build_scheduler_step,
 }

@@ -133,6 +133,11 @@ pub const COMPONENTS: &[Component] = &[
         input: "latent 1x4x32x32, 77x2048 context",
         about: "SDXL UNet forward at latent 32x32",
     },
+    Component {
+        name: "unet_sdxl_step",
+        input: "latent 2x4x144x108 (864x1152, CFG), 77x2048 context",
+        about: "one full-size FaceCLIP-SDXL denoising step: the UNet at batch 2 (CFG)",
+    },
 ];
 
 /// The components both sides of the PyTorch comparison time (`compare` runs these by default).
@@ -213,8 +218,9 @@ pub fn build(name: &str, device: &Device, weights: Weights) -> Result<Bench> {
         "t5_layer" => t5_layer(device, weights),
         "flux_double" | "flux_single" => flux_block(name, device, weights),
         "vae_decode" => vae_decode(device, weights),
-        "unet_sdxl" => unet(name, 64, device, weights),
-        "unet_sdxl_32" => unet(name, 32, device, weights),
+        "unet_sdxl" => unet(name, [1, 64, 64], device, weights),
+        "unet_sdxl_32" => unet(name, [1, 32, 32], device, weights),
+        "unet_sdxl_step" => unet(name, [2, 144, 108], device, weights),
         other => Err(Error::InvalidInput(format!(
             "unknown component `{other}`; known: {}",
             COMPONENTS
@@ -559,17 +565,19 @@ fn vae_decode(device: &Device, weights: Weights) -> Result<Bench> {
     }))
 }
 
-fn unet(name: &str, latent: usize, device: &Device, weights: Weights) -> Result<Bench> {
+/// The UNet on `[batch, 4, h, w]` latents (the image is 8x that).
+fn unet(name: &str, [batch, h, w]: [usize; 3], device: &Device, weights: Weights) -> Result<Bench> {
     let cfg = UNet2DConditionConfig::from_value(&manifest_config("sdxl_unet")?)?;
     let unet = with_weights(name, device, weights, |vb| {
         UNet2DConditionModel::new(&cfg, vb)
     })?;
-    let x = input_tensor([1, 4, latent, latent], 1, device);
-    let ehs = input_tensor([1, 77, 2048], 2, device);
-    let text = input_tensor([1, 1280], 3, device);
-    let (ids, _) = faceclip_pipeline::MicroConditioning::default().time_ids(1024, 1024);
-    let time_ids = Tensor::<2>::from_data(TensorData::new(ids.to_vec(), [1, 6]), device);
-    let t = Tensor::<1>::from_data(TensorData::new(vec![500f32], [1]), device);
+    let x = input_tensor([batch, 4, h, w], 1, device);
+    let ehs = input_tensor([batch, 77, 2048], 2, device);
+    let text = input_tensor([batch, 1280], 3, device);
+    let (ids, _) = faceclip_pipeline::MicroConditioning::default().time_ids(8 * h, 8 * w);
+    let ids: Vec<f32> = (0..batch).flat_map(|_| ids.to_vec()).collect();
+    let time_ids = Tensor::<2>::from_data(TensorData::new(ids, [batch, 6]), device);
+    let t = Tensor::<1>::from_data(TensorData::new(vec![500f32; batch], [batch]), device);
     Ok(Bench::new(name, move || {
         sync(unet.forward(
             x.clone(),
