@@ -33,6 +33,7 @@ REPS=3
 SLOW_REPS=""
 THREADS="${FACECLIP_THREADS:-$(nproc)}"
 BACKEND=cpu
+DTYPES=f32
 
 usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
