@@ -72,6 +72,19 @@ fn estimate(ck: &Checkpoint, precision: Precision, quant: Option<QuantType>, tak
         .sum()
 }
 
+/// `weights_gb=<x> (more than the <y> GB available)` when `need` bytes exceed the memory
+/// available now; `None` when they fit.
+fn too_big(need: u64) -> Option<String> {
+    let available = proc_kb("/proc/meminfo", "MemAvailable:");
+    (need > available).then(|| {
+        format!(
+            "weights_gb={:.2} (more than the {:.1} GB available)",
+            need as f64 / GB,
+            available as f64 / GB
+        )
+    })
+}
+
 fn device(precision: Precision) -> Result<Device> {
     let mut d = parse_device("cpu")?;
     set_precision(&mut d, precision)?;
@@ -94,14 +107,8 @@ fn load(component: &str, models: &Path, fmt: &str) -> Result<()> {
         ck = ck.strip_prefix("encoder_2.t5_encoder.");
     }
     let take_t5: fn(&str) -> bool = if component == "t5_encoder" { |_| true } else { take };
-    let need = estimate(&ck, precision, quant, take_t5);
-    let available = proc_kb("/proc/meminfo", "MemAvailable:");
-    if need > available {
-        println!(
-            "PEAK {component} quant={fmt} rss_gb=skipped weights_gb={:.2} (more than the {:.1} GB available)",
-            need as f64 / GB,
-            available as f64 / GB
-        );
+    if let Some(why) = too_big(estimate(&ck, precision, quant, take_t5)) {
+        println!("PEAK {component} quant={fmt} rss_gb=skipped {why}");
         return Ok(());
     }
     let dev = device(precision)?;
@@ -141,14 +148,8 @@ fn load(component: &str, models: &Path, fmt: &str) -> Result<()> {
 fn step(models: &Path, fmt: &str, size: usize) -> Result<()> {
     let (precision, quant) = parse_quant(fmt).map_err(faceclip_pipeline::core::Error::invalid)?;
     let ck = Checkpoint::open(models.join("FaceCLIP/model/dit.safetensors"))?;
-    let need = estimate(&ck, precision, quant, |_| true);
-    let available = proc_kb("/proc/meminfo", "MemAvailable:");
-    if need > available {
-        println!(
-            "STEP flux_transformer quant={fmt} size={size} seconds=skipped weights_gb={:.2} (more than the {:.1} GB available)",
-            need as f64 / GB,
-            available as f64 / GB
-        );
+    if let Some(why) = too_big(estimate(&ck, precision, quant, |_| true)) {
+        println!("STEP flux_transformer quant={fmt} size={size} seconds=skipped {why}");
         return Ok(());
     }
     let dev = device(precision)?;
