@@ -21,9 +21,10 @@ use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
+use crate::checkpoint::Checkpoint;
 use crate::checkpoint::{StoredDType, checked_numel};
 use crate::error::{Error, Result};
-use crate::quant::BLOCK;
+use crate::quant::{BLOCK, QuantType, is_quantizable, quantize_into};
 
 /// The four bytes a GGUF file starts with.
 pub const MAGIC: [u8; 4] = *b"GGUF";
@@ -1081,4 +1082,97 @@ pub fn write_gguf<B: AsRef<[u8]>>(
 /// `n` zero bytes.
 fn pad(w: &mut impl Write, n: usize) -> std::io::Result<()> {
     std::io::copy(&mut std::io::repeat(0).take(n as u64), w).map(|_| ())
+}
+
+/// What [`save_quantized`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GgufSaved {
+    /// Tensors written.
+    pub tensors: usize,
+    /// Of those, the ones stored in blocks.
+    pub quantized: usize,
+    /// The file's size.
+    pub bytes: u64,
+}
+
+/// Writes `checkpoint` to the GGUF file `out` (`faceclip convert --quant`) with the tensors
+/// [`is_quantizable`] accepts in
+/// `kind`'s blocks (tensors already in blocks are copied as they are; other floats keep their
+/// stored type, f64 becomes f32; integers are written as stored, `uint8`/`bool` as `int64`).
+/// One tensor at a time: the peak is about the largest tensor, whatever the model's size.
+/// Tensor names are the checkpoint's keys (the upstream names).
+pub fn save_quantized(checkpoint: &Checkpoint, kind: QuantType, out: &Path) -> Result<GgufSaved> {
+    let list = checkpoint.list();
+    let mut quantized = 0;
+    let specs: Vec<GgufTensorSpec> = list
+        .iter()
+        .map(|t| {
+            let ty = if t.dtype.quant().is_some() {
+                t.dtype
+            } else if t.dtype.is_float() && is_quantizable(&t.name, &t.shape) {
+                StoredDType::from_quant(kind)
+            } else if t.dtype == StoredDType::F64 {
+                StoredDType::F32
+            } else if t.dtype.is_float() || t.dtype.ggml_type().is_some() {
+                t.dtype
+            } else if matches!(t.dtype, StoredDType::U8 | StoredDType::Bool) {
+                StoredDType::I64
+            } else {
+                return Err(Error::DType {
+                    path: checkpoint.path().to_path_buf(),
+                    key: t.name.clone(),
+                    dtype: t.dtype.torch_name().into(),
+                });
+            };
+            quantized += usize::from(ty.quant().is_some());
+            let ggml = ty.ggml_type().unwrap_or(0);
+            Ok(GgufTensorSpec::new(t.name.clone(), t.shape.clone(), ggml))
+        })
+        .collect::<Result<_>>()?;
+    let name = checkpoint
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let metadata = vec![
+        (
+            "general.architecture".to_string(),
+            GgufValue::String("faceclip".into()),
+        ),
+        ("general.name".to_string(), GgufValue::String(name)),
+        (
+            "general.quantization_version".to_string(),
+            GgufValue::U32(2),
+        ),
+        (
+            "faceclip.quant".to_string(),
+            GgufValue::String(kind.name().into()),
+        ),
+    ];
+    write_gguf(out, &metadata, &specs, |i| {
+        let (t, spec) = (&list[i], &specs[i]);
+        let target = StoredDType::from_ggml_type(spec.ggml_type);
+        let bytes = if target == t.dtype {
+            checkpoint.read_raw(&t.name)?.1
+        } else if let Some(q) = target.quant() {
+            let (_, v) = checkpoint.read_f32(&t.name)?;
+            let mut b = Vec::new();
+            quantize_into(q, &v, &mut b);
+            b
+        } else if target == StoredDType::F32 {
+            let (_, v) = checkpoint.read_f32(&t.name)?;
+            v.iter().flat_map(|x| x.to_le_bytes()).collect()
+        } else {
+            let (_, v) = checkpoint.read_i64(&t.name)?;
+            v.iter().flat_map(|x| x.to_le_bytes()).collect()
+        };
+        checkpoint.release(&t.name);
+        Ok(bytes)
+    })?;
+    let bytes = std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len();
+    Ok(GgufSaved {
+        tensors: specs.len(),
+        quantized,
+        bytes,
+    })
 }

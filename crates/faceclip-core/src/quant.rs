@@ -6,29 +6,24 @@
 //!
 //! The block layouts and the rounding rules are GGML's (`block_q8_0`, `block_q4_0`,
 //! `quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`), so a GGUF file written here
-//! ([`crate::gguf`]) is read the same by llama.cpp's tools, and theirs by this crate.
+//! ([`crate::gguf::save_quantized`]) is read the same by llama.cpp's tools, and theirs by this crate.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use half::f16;
 
-use crate::checkpoint::{Checkpoint, StoredDType};
+use crate::checkpoint::StoredDType;
 use crate::error::{Error, Result};
-use crate::gguf::{GgufTensorSpec, GgufValue, write_gguf};
 
 /// Values per block (GGML's `QK8_0` = `QK4_0` = 32).
 pub const BLOCK: usize = 32;
 
 /// A block quantization format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuantType {
     /// `Q8_0`: 32 `i8` and one `f16` scale, 34 bytes per 32 values (8.5 bits a value).
-    #[serde(rename = "q8")]
     Q8_0,
     /// `Q4_0`: 32 4-bit values (offset 8) and one `f16` scale, 18 bytes per 32 values.
-    #[serde(rename = "q4")]
     Q4_0,
 }
 
@@ -41,21 +36,12 @@ impl QuantType {
         }
     }
 
-    /// GGML's type id (`GGML_TYPE_Q8_0` = 8, `GGML_TYPE_Q4_0` = 2).
-    pub const fn ggml_type(self) -> u32 {
-        match self {
-            Self::Q8_0 => 8,
-            Self::Q4_0 => 2,
-        }
-    }
-
-    /// The type of GGML id `id`, if it is one of these.
-    pub fn from_ggml_type(id: u32) -> Option<Self> {
-        match id {
-            8 => Some(Self::Q8_0),
-            2 => Some(Self::Q4_0),
-            _ => None,
-        }
+    /// GGML's type id (`GGML_TYPE_Q8_0` = 8, `GGML_TYPE_Q4_0` = 2; the one table is
+    /// [`StoredDType::ggml_type`]).
+    pub fn ggml_type(self) -> u32 {
+        StoredDType::from_quant(self)
+            .ggml_type()
+            .expect("every block type has a GGML id")
     }
 
     /// The name `--quant` takes: `q8`, `q4`.
@@ -77,26 +63,9 @@ impl QuantType {
     /// Bytes that `numel` values take (`None` when `numel` is not a whole number of blocks or
     /// the size overflows).
     pub fn bytes_for(self, numel: usize) -> Option<usize> {
-        numel.is_multiple_of(BLOCK).then(|| (numel / BLOCK).checked_mul(self.block_bytes()))?
-    }
-}
-
-impl std::str::FromStr for QuantType {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "q8" | "q8_0" => Ok(Self::Q8_0),
-            "q4" | "q4_0" => Ok(Self::Q4_0),
-            other => Err(Error::invalid(format!(
-                "--quant `{other}`: expected q8 or q4"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for QuantType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        numel
+            .is_multiple_of(BLOCK)
+            .then(|| (numel / BLOCK).checked_mul(self.block_bytes()))?
     }
 }
 
@@ -170,7 +139,13 @@ pub struct QMatrix {
 
 impl std::fmt::Debug for QMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QMatrix({} [{}, {}])", self.kind.ggml_name(), self.rows, self.cols)
+        write!(
+            f,
+            "QMatrix({} [{}, {}])",
+            self.kind.ggml_name(),
+            self.rows,
+            self.cols
+        )
     }
 }
 
@@ -179,11 +154,20 @@ impl QMatrix {
     pub fn quantize(kind: QuantType, rows: usize, cols: usize, values: &[f32]) -> Result<Self> {
         Self::check(kind, rows, cols)?;
         if values.len() != rows * cols {
-            return Err(Error::shape("values to quantize", &[rows, cols], &[values.len()]));
+            return Err(Error::shape(
+                "values to quantize",
+                &[rows, cols],
+                &[values.len()],
+            ));
         }
         let mut blocks = Vec::new();
         quantize_into(kind, values, &mut blocks);
-        Ok(Self { kind, rows, cols, blocks: Arc::new(blocks) })
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            blocks: Arc::new(blocks),
+        })
     }
 
     /// Wraps stored blocks (from a GGUF file), checking their size.
@@ -198,7 +182,12 @@ impl QMatrix {
                 blocks.len()
             )));
         }
-        Ok(Self { kind, rows, cols, blocks: Arc::new(blocks) })
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            blocks: Arc::new(blocks),
+        })
     }
 
     fn check(kind: QuantType, rows: usize, cols: usize) -> Result<()> {
@@ -277,164 +266,12 @@ pub fn is_quantizable(name: &str, shape: &[usize]) -> bool {
     shape.len() == 2 && QMatrix::fits(shape[0], shape[1]) && !EMBEDDING_TABLES.contains(&last)
 }
 
-/// What [`save_gguf`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GgufSaved {
-    /// Tensors written.
-    pub tensors: usize,
-    /// Of those, the ones stored in blocks.
-    pub quantized: usize,
-    /// The file's size.
-    pub bytes: u64,
-}
-
-/// Writes `checkpoint` to the GGUF file `out` with the tensors [`is_quantizable`] accepts in
-/// `kind`'s blocks (tensors already in blocks are copied as they are; other floats keep their
-/// stored type, f64 becomes f32; integers are written as stored, `uint8`/`bool` as `int64`).
-/// One tensor at a time: the peak is about the largest tensor, whatever the model's size.
-/// Tensor names are the checkpoint's keys (the upstream names).
-pub fn save_gguf(checkpoint: &Checkpoint, kind: QuantType, out: &Path) -> Result<GgufSaved> {
-    let list = checkpoint.list();
-    let mut quantized = 0;
-    let specs: Vec<GgufTensorSpec> = list
-        .iter()
-        .map(|t| {
-            let ty = if t.dtype.quant().is_some() {
-                t.dtype
-            } else if t.dtype.is_float() && is_quantizable(&t.name, &t.shape) {
-                StoredDType::from_quant(kind)
-            } else if t.dtype == StoredDType::F64 {
-                StoredDType::F32
-            } else if t.dtype.is_float() || t.dtype.ggml_type().is_some() {
-                t.dtype
-            } else if matches!(t.dtype, StoredDType::U8 | StoredDType::Bool) {
-                StoredDType::I64
-            } else {
-                return Err(Error::DType {
-                    path: checkpoint.path().to_path_buf(),
-                    key: t.name.clone(),
-                    dtype: t.dtype.torch_name().into(),
-                });
-            };
-            quantized += usize::from(ty.quant().is_some());
-            let ggml = ty.ggml_type().unwrap_or(0);
-            Ok(GgufTensorSpec::new(t.name.clone(), t.shape.clone(), ggml))
-        })
-        .collect::<Result<_>>()?;
-    let name = checkpoint
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let metadata = vec![
-        ("general.architecture".to_string(), GgufValue::String("faceclip".into())),
-        ("general.name".to_string(), GgufValue::String(name)),
-        ("general.quantization_version".to_string(), GgufValue::U32(2)),
-        ("faceclip.quant".to_string(), GgufValue::String(kind.name().into())),
-    ];
-    write_gguf(out, &metadata, &specs, |i| {
-        let (t, spec) = (&list[i], &specs[i]);
-        let target = StoredDType::from_ggml_type(spec.ggml_type);
-        let bytes = if target == t.dtype {
-            checkpoint.read_raw(&t.name)?.1
-        } else if let Some(q) = target.quant() {
-            let (_, v) = checkpoint.read_f32(&t.name)?;
-            let mut b = Vec::new();
-            quantize_into(q, &v, &mut b);
-            b
-        } else if target == StoredDType::F32 {
-            let (_, v) = checkpoint.read_f32(&t.name)?;
-            v.iter().flat_map(|x| x.to_le_bytes()).collect()
-        } else {
-            let (_, v) = checkpoint.read_i64(&t.name)?;
-            v.iter().flat_map(|x| x.to_le_bytes()).collect()
-        };
-        checkpoint.release(&t.name);
-        Ok(bytes)
-    })?;
-    let bytes = std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len();
-    Ok(GgufSaved {
-        tensors: specs.len(),
-        quantized,
-        bytes,
-    })
-}
-
-#[cfg(feature = "flex")]
-mod kernel {
-    use rayon::prelude::*;
-
-    use super::QMatrix;
-
-    /// `*mut f32` shared by the tasks of one product; each writes its own columns.
-    #[derive(Clone, Copy)]
-    struct Out(*mut f32);
-    // SAFETY: the tasks write disjoint column ranges of one buffer that outlives them.
-    unsafe impl Send for Out {}
-    unsafe impl Sync for Out {}
-
-    impl Out {
-        /// A method, so that closures capture the whole (Sync) wrapper, not its pointer.
-        fn at(self, offset: usize) -> *mut f32 {
-            self.0.wrapping_add(offset)
-        }
-    }
-
-    impl QMatrix {
-        /// `x · selfᵀ`: `x` `[m, cols]` row-major to `[m, rows]`, a linear layer's product
-        /// computed from the blocks. The rows are shared out in tiles: each task expands its
-        /// tile to `f32` (about 1/m of the work it then does with it) and multiplies it in.
-        pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-            let [n, k] = self.dims();
-            assert_eq!(x.len(), m * k, "matmul_t: x is not [m, cols]");
-            let mut y = vec![0f32; m * n];
-            let threads = rayon::current_num_threads().max(1);
-            // Enough tiles to keep every thread busy, few enough that x is packed rarely.
-            let tile = (n / (4 * threads)).clamp(16, 256).div_ceil(16) * 16;
-            let tiles = n.div_ceil(tile);
-            let out = Out(y.as_mut_ptr());
-            let job = |buf: &mut Vec<f32>, t: usize, par: gemm::Parallelism| {
-                let r0 = t * tile;
-                let rows = tile.min(n - r0);
-                buf.resize(rows * k, 0.0);
-                self.dequantize_rows(r0, &mut buf[..rows * k]);
-                // SAFETY: dst covers columns r0..r0+rows of the m x n output (row stride n),
-                // which no other task writes; lhs is [m, k] and rhs is the tile transposed
-                // ([k, rows] with column stride k), both inside their buffers.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        rows,
-                        k,
-                        out.at(r0),
-                        1,
-                        n as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        buf.as_ptr(),
-                        k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        par,
-                    );
-                }
-            };
-            if tiles >= 2 * threads || m < 64 {
-                (0..tiles)
-                    .into_par_iter()
-                    .for_each_init(Vec::new, |buf, t| job(buf, t, gemm::Parallelism::None));
-            } else {
-                let mut buf = Vec::new();
-                (0..tiles).for_each(|t| job(&mut buf, t, gemm::Parallelism::Rayon(0)));
-            }
-            y
-        }
+impl QMatrix {
+    /// `x · selfᵀ`: `x` `[m, cols]` row-major to `[m, rows]`, a linear layer's product computed
+    /// from the blocks (the CPU kernel, [`crate::layers`]' host kernels).
+    #[cfg(feature = "flex")]
+    pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        crate::layers::host::matmul_blocks_t(self, x, m)
     }
 }
 
@@ -463,7 +300,10 @@ mod tests {
         let mut b = Vec::new();
         quantize_into(QuantType::Q8_0, &x, &mut b);
         assert_eq!(b.len(), 34);
-        assert_eq!(f16::from_le_bytes([b[0], b[1]]), f16::from_f32(31.0 / 127.0));
+        assert_eq!(
+            f16::from_le_bytes([b[0], b[1]]),
+            f16::from_f32(31.0 / 127.0)
+        );
         assert_eq!(b[2 + 31] as i8, 127);
         assert_eq!(b[2 + 1] as i8, (127.0f32 / 31.0).round() as i8); // 4.1 -> 4
         // Q4_0: the largest value (31, positive) maps to -8, so d = -31/8; 0 maps to 8.
@@ -500,7 +340,10 @@ mod tests {
                 };
                 for (a, b) in xb.iter().zip(bb) {
                     let bound = bound(*a);
-                    assert!((a - b).abs() <= bound, "{kind:?} block {blk}: {a} -> {b}, bound {bound}");
+                    assert!(
+                        (a - b).abs() <= bound,
+                        "{kind:?} block {blk}: {a} -> {b}, bound {bound}"
+                    );
                 }
             }
         }
@@ -515,7 +358,10 @@ mod tests {
         assert!(!is_quantizable("encoder.shared.weight", &[32128, 4096]));
         assert!(!is_quantizable("x.norm.weight", &[4096]));
         assert!(!is_quantizable("x.proj.bias", &[64, 64]));
-        assert!(is_quantizable("transformer_blocks.0.attn.to_q.weight", &[3072, 3072]));
+        assert!(is_quantizable(
+            "transformer_blocks.0.attn.to_q.weight",
+            &[3072, 3072]
+        ));
         assert!(!is_quantizable("x_embedder.weight", &[3072, 48]));
     }
 

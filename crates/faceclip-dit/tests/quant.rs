@@ -112,7 +112,7 @@ fn gguf_round_trip_loads_the_same_blocks_under_the_upstream_names() {
     let dir = common::scratch("gguf");
     for kind in [QuantType::Q8_0, QuantType::Q4_0] {
         let path = dir.join(format!("dit-{}.gguf", kind.name()));
-        let saved = faceclip_core::quant::save_gguf(&weights, kind, &path).unwrap();
+        let saved = faceclip_core::gguf::save_quantized(&weights, kind, &path).unwrap();
         assert_eq!(saved.tensors, weights.len());
         assert!(saved.quantized > 0);
         let gguf = Checkpoint::open(&path).unwrap();

@@ -352,7 +352,7 @@ fn run(cli: Cli) -> Result<()> {
             let ck = Checkpoint::open(&input)?;
             match quant {
                 Some(q) => {
-                    let s = faceclip_pipeline::core::quant::save_gguf(&ck, q.into(), &output)?;
+                    let s = faceclip_pipeline::core::gguf::save_quantized(&ck, q.into(), &output)?;
                     println!(
                         "{} tensors ({} in {}) -> {} ({:.2} GB)",
                         ck.len(),

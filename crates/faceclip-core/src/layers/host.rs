@@ -292,8 +292,9 @@ pub(crate) fn conv2d(
 #[cfg(feature = "flex")]
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// `dst = a·b` with `a` `[m, k]` and `b` `[k, n]` row-major and contiguous, `dst` `[m, n]`
-/// row-major with row stride `dst_rs`.
+/// `dst = a·b` with `a` `[m, k]` row-major and contiguous, `b` `[k, n]` row-major (or, with
+/// `b_t`, its transpose `[n, k]` row-major: a linear layer's weight), `dst` `[m, n]` row-major
+/// with row stride `dst_rs`.
 ///
 /// # Safety
 /// The three pointers must cover those extents, and `dst` must not alias `a` or `b`.
@@ -303,9 +304,10 @@ unsafe fn gemm_rows(
     dst: *mut f32,
     dst_rs: usize,
     a: *const f32,
-    b: *const f32,
+    (b, b_t): (*const f32, bool),
     par: gemm::Parallelism,
 ) {
+    let (b_cs, b_rs) = if b_t { (k, 1) } else { (1, n) };
     // SAFETY: forwarded to the caller.
     unsafe {
         gemm::gemm(
@@ -320,8 +322,8 @@ unsafe fn gemm_rows(
             1,
             k as isize,
             b,
-            1,
-            n as isize,
+            b_cs as isize,
+            b_rs as isize,
             0.0,
             1.0,
             false,
@@ -330,6 +332,44 @@ unsafe fn gemm_rows(
             par,
         );
     }
+}
+
+/// `x · wᵀ` for a linear weight `w` `[n, k]` held in blocks, `x` `[m, k]` row-major: `[m, n]`.
+/// The weight's rows are shared out in tiles; each job expands its tile to `f32` (about 1/m of
+/// the work it then does with it) right before the GEMM that uses it, so the matrix is never
+/// expanded whole.
+#[cfg(feature = "flex")]
+pub(crate) fn matmul_blocks_t(w: &crate::quant::QMatrix, x: &[f32], m: usize) -> Vec<f32> {
+    let [n, k] = w.dims();
+    assert_eq!(x.len(), m * k, "matmul_blocks_t: x is not [m, k]");
+    let mut out = vec![0f32; m * n];
+    // Enough tiles to keep every thread busy, few enough that x is packed rarely.
+    let tile = (n / (4 * rayon::current_num_threads().max(1)))
+        .clamp(16, 256)
+        .div_ceil(16)
+        * 16;
+    let out_ptr = out.as_mut_ptr() as usize;
+    let run_tile = |buf: &mut Vec<f32>, t: usize, gemm_par: gemm::Parallelism| {
+        let r0 = t * tile;
+        let rows = tile.min(n - r0);
+        buf.resize(rows * k, 0.0);
+        w.dequantize_rows(r0, &mut buf[..rows * k]);
+        // SAFETY: tile `t` writes only columns `r0..r0 + rows` of the `[m, n]` output, which no
+        // other tile writes; `out` outlives the loop; `x` is `[m, k]`, `buf` `[rows, k]`.
+        unsafe {
+            let dst = (out_ptr as *mut f32).add(r0);
+            gemm_rows(
+                [m, rows, k],
+                dst,
+                n,
+                x.as_ptr(),
+                (buf.as_ptr(), true),
+                gemm_par,
+            );
+        }
+    };
+    for_each_job(n.div_ceil(tile), Vec::new, run_tile);
+    out
 }
 
 /// `job(scratch, j, gemm_parallelism)` for every `j < jobs`: spread over the threads with
@@ -415,7 +455,14 @@ fn conv_im2col(
         // other tile's; `out` outlives the parallel loop.
         unsafe {
             let dst = (out_ptr as *mut f32).add(bi * co * plane + r0 * ow);
-            gemm_rows([co, n, k], dst, plane, wv.as_ptr(), col.as_ptr(), gemm_par);
+            gemm_rows(
+                [co, n, k],
+                dst,
+                plane,
+                wv.as_ptr(),
+                (col.as_ptr(), false),
+                gemm_par,
+            );
         }
     };
     for_each_job(tiles, Vec::new, run_tile);
@@ -554,7 +601,7 @@ fn conv3x3_winograd(
                     m.as_mut_ptr().add(e * co * n),
                     n,
                     u.as_ptr().add(e * co * ci),
-                    v.as_ptr().add(e * ci * n),
+                    (v.as_ptr().add(e * ci * n), false),
                     gemm_par,
                 );
             }

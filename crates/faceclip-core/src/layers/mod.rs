@@ -4,7 +4,7 @@ mod activation;
 mod attention;
 mod conv;
 mod embeddings;
-mod host;
+pub(crate) mod host;
 mod linear;
 mod norm;
 
