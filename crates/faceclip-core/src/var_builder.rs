@@ -31,6 +31,17 @@ struct QuantPlan {
     applies: Rc<dyn Fn(&str) -> bool>,
 }
 
+/// How [`VarBuilder::fetch`] reads a tensor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// As `f32`, with the LoRA deltas merged.
+    Float,
+    /// As `i64`.
+    Int,
+    /// The stored bytes (blocks), as `u8`.
+    Raw,
+}
+
 #[derive(Default)]
 struct State {
     source: Option<Checkpoint>,
@@ -147,9 +158,10 @@ impl VarBuilder {
             .is_some_and(|c| !c.is_listing())
     }
 
-    /// Records `key` as expected with `shape`; returns the values when data is at hand, with
-    /// the LoRA deltas merged into float weights.
-    fn fetch(&self, name: &str, shape: &[usize], int: bool) -> Option<TensorData> {
+    /// Records `key` as expected with `shape`; returns the values when data is at hand, read
+    /// as `read` says (float weights with the LoRA deltas merged), and releases the file's
+    /// pages of the tensor.
+    fn fetch(&self, name: &str, shape: &[usize], read: Read) -> Option<TensorData> {
         let key = self.key(name);
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
@@ -165,7 +177,7 @@ impl VarBuilder {
             return None;
         }
         if source.is_listing() {
-            if !int
+            if read == Read::Float
                 && let Some(loras) = st.loras.as_mut()
                 && let Err(p) = loras.merge(&key, shape, None)
             {
@@ -173,17 +185,20 @@ impl VarBuilder {
             }
             return None;
         }
-        let read = if int {
-            source.read_i64(&key).map(|(s, v)| TensorData::new(v, s))
-        } else {
-            source.read_f32(&key).map(|(s, mut v)| {
+        let read = match read {
+            Read::Int => source.read_i64(&key).map(|(s, v)| TensorData::new(v, s)),
+            Read::Float => source.read_f32(&key).map(|(s, mut v)| {
                 if let Some(loras) = st.loras.as_mut()
                     && let Err(p) = loras.merge(&key, shape, Some(&mut v))
                 {
                     st.lora_problems.push(p);
                 }
                 TensorData::new(v, s)
-            })
+            }),
+            Read::Raw => source.read_raw(&key).map(|(_, b)| {
+                let n = b.len();
+                TensorData::new(b, [n])
+            }),
         };
         source.release(&key);
         match read {
@@ -197,7 +212,7 @@ impl VarBuilder {
 
     /// A float parameter `name` of `shape`, in the upstream layout, converted to `f32`.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Param<Tensor<D>> {
-        match self.fetch(name, &shape, false) {
+        match self.fetch(name, &shape, Read::Float) {
             Some(data) => {
                 let t = Tensor::from_data(data, &self.device);
                 self.count(t.shape().num_elements() as u64 * t.dtype().size() as u64);
@@ -230,41 +245,28 @@ impl VarBuilder {
                 return None;
             }
             let stored = info.dtype.quant();
-            let plan = st.quant.as_ref().filter(|p| (p.applies)(&key)).map(|p| p.kind);
+            let plan = st
+                .quant
+                .as_ref()
+                .filter(|p| (p.applies)(&key))
+                .map(|p| p.kind);
             (stored, plan, st.loras.is_some())
         };
         let kind = stored.or(plan)?;
-        if stored == Some(kind) && !has_loras {
-            let mut st = self.state.borrow_mut();
-            st.expected.insert(key.clone(), Some(shape.to_vec()));
-            let source = st.source.as_ref()?;
-            let read = source
-                .read_raw(&key)
-                .and_then(|(_, b)| QMatrix::from_blocks(kind, shape[0], shape[1], b));
-            source.release(&key);
-            return match read {
-                Ok(q) => {
-                    st.loaded_bytes += q.nbytes() as u64;
-                    Some(q)
-                }
-                Err(e) => {
-                    st.unreadable.insert(key, e.to_string());
-                    None
-                }
-            };
-        }
-        let data = self.fetch(name, &shape, false)?;
-        let values = data.as_slice::<f32>().ok()?;
-        match QMatrix::quantize(kind, shape[0], shape[1], values) {
-            Ok(q) => {
-                self.count(q.nbytes() as u64);
-                Some(q)
-            }
-            Err(e) => {
-                self.state.borrow_mut().unreadable.insert(key, e.to_string());
-                None
-            }
-        }
+        // Sizes and shapes were checked on the way in (`fits`, the file's byte count), so
+        // neither constructor can fail here.
+        let q = if stored == Some(kind) && !has_loras {
+            let blocks = self
+                .fetch(name, &shape, Read::Raw)?
+                .try_into_vec::<u8>()
+                .ok()?;
+            QMatrix::from_blocks(kind, shape[0], shape[1], blocks).ok()?
+        } else {
+            let data = self.fetch(name, &shape, Read::Float)?;
+            QMatrix::quantize(kind, shape[0], shape[1], data.as_slice::<f32>().ok()?).ok()?
+        };
+        self.count(q.nbytes() as u64);
+        Some(q)
     }
 
     /// A parameter of `shape` that is never allocated unless read (stands for a weight held
@@ -275,7 +277,7 @@ impl VarBuilder {
 
     /// An integer buffer `name` of `shape` (read eagerly; zeros when absent).
     pub fn tensor_int<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D, Int> {
-        match self.fetch(name, &shape, true) {
+        match self.fetch(name, &shape, Read::Int) {
             Some(data) => Tensor::from_data(data, &self.device),
             None => Tensor::zeros(shape, &self.device),
         }
