@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use faceclip_core::device::default_device;
-use faceclip_core::{Fixture, QuantType, Tensor, VarBuilder, to_vec_f32};
+use faceclip_core::{Comparison, Fixture, QuantType, Tensor, VarBuilder, to_vec_f32};
 use faceclip_encoders::fusion::{BatchMode, FaceT5Encoder, FaceT5EncoderConfig};
 use faceclip_encoders::t5_encoder::{T5Config, T5Encoder};
 
@@ -20,11 +20,8 @@ fn fixture(name: &str) -> Fixture {
 fn error(fx: &Fixture, name: &str, got: Tensor<3>, label: &str) -> (f64, f64) {
     let got = to_vec_f32(got);
     let (_, want) = fx.f32(&format!("out.{name}")).unwrap();
-    let max_abs = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| f64::from((g - w).abs()))
-        .fold(0.0, f64::max);
+    // The fixtures' own comparison (shapes were checked by the forward).
+    let max_abs = Comparison::new(name, &[got.len()], &got, &[want.len()], &want, 0.0, 0.0).max_abs;
     let scale = want.iter().map(|w| f64::from(w.abs())).fold(0.0, f64::max);
     eprintln!("{label}: max_abs {max_abs:.3e}, relative to max |ref| {:.3e}", max_abs / scale);
     (max_abs, max_abs / scale)

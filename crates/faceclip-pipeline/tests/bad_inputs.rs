@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 
 use faceclip_pipeline::core::{Checkpoint, StoredDType};
 
+mod common;
+use common::copy_dir;
+
 fn faceclip() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_faceclip"));
     c.env_remove("FACECLIP_VERBOSE")
@@ -64,18 +67,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 /// A copy of the shipped demo models to break.
 fn demo_copy(name: &str) -> PathBuf {

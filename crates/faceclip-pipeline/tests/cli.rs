@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+use common::copy_dir;
+
 fn faceclip() -> Command {
     Command::new(env!("CARGO_BIN_EXE_faceclip"))
 }
@@ -294,18 +297,6 @@ fn any_photo_is_detected_and_aligned_and_a_faceless_one_is_one_line() {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 /// Mean absolute difference of two same-size images, in 0..255 levels.
 fn mean_diff(a: &std::path::Path, b: &std::path::Path) -> f64 {

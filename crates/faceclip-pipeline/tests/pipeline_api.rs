@@ -10,6 +10,9 @@ use faceclip_pipeline::{
     MicroConditioning, SchedulerKind, SdxlModels, SdxlOptions, SdxlPipeline, models,
 };
 
+mod common;
+use common::copy_dir;
+
 fn demo() -> PathBuf {
     models::demo_dir().unwrap()
 }
@@ -26,19 +29,6 @@ fn face() -> FaceInput {
     FaceInput::demo_face().unwrap()
 }
 
-/// Copies the demo model folder, so a test can remove it under a loaded pipeline.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 #[test]
 fn a_kept_pipeline_reads_no_file_after_loading() {
