@@ -72,6 +72,14 @@ def manifest(name):
         return json.load(f)
 
 
+def write_missing(jobs, bf16=False):
+    """Writes each (path, tensors, seed) whose file does not exist yet."""
+    for path, tensors, seed in jobs:
+        if not os.path.exists(path):
+            print(f"writing {path} ({len(tensors)} tensors)", flush=True)
+            write_safetensors(path, tensors, seed, bf16=bf16)
+
+
 def write_config(path, cfg):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -96,10 +104,7 @@ def flux(out):
     jobs = [(os.path.join(dev, "vae", "diffusion_pytorch_model.safetensors"), vae["tensors"], 4),
             (os.path.join(fc, "face_t5_encoder.safetensors"), enc["tensors"], 5),
             (os.path.join(fc, "dit.safetensors"), dit["tensors"], 6)]
-    for path, tensors, seed in jobs:
-        if not os.path.exists(path):
-            print(f"writing {path} ({len(tensors)} tensors)", flush=True)
-            write_safetensors(path, tensors, seed, bf16=True)
+    write_missing(jobs, bf16=True)
     print(out)
 
 
@@ -127,10 +132,7 @@ def main():
     jobs = [(os.path.join(sdxl, "vae", "diffusion_pytorch_model.safetensors"), vae["tensors"], 1),
             (os.path.join(fc, "face_clip_encoder.safetensors"), enc["tensors"], 2),
             (os.path.join(fc, "unet.safetensors"), unet["tensors"], 3)]
-    for path, tensors, seed in jobs:
-        if not os.path.exists(path):
-            print(f"writing {path} ({len(tensors)} tensors)", flush=True)
-            write_safetensors(path, tensors, seed)
+    write_missing(jobs)
     print(out)
 
 
