@@ -5,8 +5,9 @@
 #
 #   benches/profile.sh <component> [--threads T] [--reps N] [--top K]
 #
-# Weights are zeros (`compare --weights zeros`: lazily filled, so no weight file is written
-# and the profile holds the forwards only; dense kernels cost the same whatever the values).
+# Weights are the deterministic random fill `compare` times (the linear layers' weights are
+# packed for the CPU kernel as they load; lazily zero-filled weights would take burn's matmul
+# instead); the build before the first forward shows up as faceclip_benches' fill.
 # gemm_f32::microkernel::* is the GEMM's inner loop, gemm_common::...::imp_fastcall its
 # operand packing; burn_flex::ops::* are burn-flex's own kernels; faceclip_core::layers::host
 # are this repository's fused CPU kernels. Needs `perf` (linux-tools).
@@ -34,6 +35,6 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/compare"
 DATA="$(mktemp /tmp/faceclip-profile-XXXXXX.data)"
 trap 'rm -f "$DATA"' EXIT
 RAYON_NUM_THREADS="$THREADS" perf record -q -e cpu-clock -o "$DATA" \
-    "$BIN" --only "$COMPONENT" --reps "$REPS" --threads "$THREADS" --weights zeros
+    "$BIN" --only "$COMPONENT" --reps "$REPS" --threads "$THREADS" --weights random
 perf report -i "$DATA" --no-children --sort symbol --percent-limit 0.3 2>/dev/null \
     | grep -E '^ +[0-9]' | head -n "$TOP" | sed -E 's/ +- +- *$//; s/ +$//'

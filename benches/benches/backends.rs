@@ -1,6 +1,7 @@
 //! CPU backend choice: f32 matmul 1024³, a 3x3 conv at SDXL widths, attention over 4096
 //! tokens, on every compiled-in backend; and a FLUX-sized linear layer (1536 tokens,
-//! 3072 -> 3072) with its weight in f32, Q8_0 and Q4_0 blocks (`quant_linear`).
+//! 3072 -> 3072) with its weight in f32 (packed for the CPU kernel, and as a plain tensor
+//! through burn's matmul), Q8_0 and Q4_0 blocks (`quant_linear`).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use faceclip_benches::bench_devices;
@@ -65,6 +66,11 @@ fn quant_linear(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("quant_linear/{name}"));
         g.sample_size(10);
         let x = Tensor::<2>::random([m, d], Distribution::Default, &device);
+        let vb = VarBuilder::from_checkpoint(ck.clone(), &device);
+        let plain = Linear::from_tensors(vb.pp("l").tensor("weight", [d, d]).val(), None);
+        g.bench_function(format!("f32_burn_matmul_{m}x{d}x{d}"), |bench| {
+            bench.iter(|| sync(plain.forward(x.clone())))
+        });
         for quant in [None, Some(QuantType::Q8_0), Some(QuantType::Q4_0)] {
             let mut vb = VarBuilder::from_checkpoint(ck.clone(), &device);
             if let Some(q) = quant {

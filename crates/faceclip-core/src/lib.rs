@@ -29,6 +29,7 @@ pub mod image;
 pub mod io;
 pub mod layers;
 pub mod lora;
+pub mod packed;
 #[cfg(feature = "parity")]
 pub mod manifest;
 pub mod pretrained;
@@ -37,6 +38,7 @@ pub mod trace;
 pub mod var_builder;
 
 pub use burn;
+pub use half;
 pub use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 pub use checkpoint::{Checkpoint, StoredDType, TensorInfo};
 pub use error::{CoverageReport, Error, Result};
@@ -46,6 +48,7 @@ pub use lora::{LoraLayout, LoraSet, LoraSpec, LoraTarget};
 #[cfg(feature = "parity")]
 pub use manifest::Manifest;
 pub use pretrained::{Pretrained, WeightOptions, read_config};
+pub use packed::{CpuKernel, PackedMatrix};
 pub use quant::{QMatrix, QuantType};
 pub use trace::Trace;
 pub use var_builder::VarBuilder;

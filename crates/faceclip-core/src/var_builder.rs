@@ -22,6 +22,9 @@ use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
 use crate::checkpoint::Checkpoint;
 use crate::error::{CoverageReport, Error, Result};
 use crate::lora::{LoraProblem, LoraSet};
+#[cfg(feature = "flex")]
+use crate::packed::CpuKernel;
+use crate::packed::PackedMatrix;
 use crate::quant::{QMatrix, QuantType};
 
 /// Which linear weights are stored in blocks as they load (see [`VarBuilder::with_quant`]).
@@ -267,6 +270,45 @@ impl VarBuilder {
         };
         self.count(q.nbytes() as u64);
         Some(q)
+    }
+
+    /// A linear layer's weight `name` (`[out, in]`) packed for the CPU's GEMM kernel
+    /// ([`crate::packed`]), when the device is the CPU (flex) computing in f32 or bf16, this
+    /// CPU has a kernel for it and the weights are at hand; `None` otherwise (then read it
+    /// with [`VarBuilder::tensor`], which also records a missing or mis-shaped key).
+    pub fn linear_packed(&self, name: &str, shape: [usize; 2]) -> Option<PackedMatrix> {
+        #[cfg(feature = "flex")]
+        {
+            use burn::tensor::FloatDType;
+            if self.device != Device::flex() {
+                return None;
+            }
+            let bf16 = match self.device.settings().float_dtype {
+                FloatDType::F32 => false,
+                FloatDType::BF16 => true,
+                _ => return None,
+            };
+            let kernel = CpuKernel::detect(bf16)?;
+            {
+                let st = self.state.borrow();
+                let source = st.source.as_ref()?;
+                let info = source.info(&self.key(name))?;
+                if info.shape != shape || source.is_listing() {
+                    return None;
+                }
+            }
+            let data = self.fetch(name, &shape, Read::Float)?;
+            let packed =
+                PackedMatrix::pack(kernel, shape[0], shape[1], data.as_slice::<f32>().ok()?)
+                    .ok()?;
+            self.count(packed.nbytes() as u64);
+            Some(packed)
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = (name, shape);
+            None
+        }
     }
 
     /// A parameter of `shape` that is never allocated unless read (stands for a weight held

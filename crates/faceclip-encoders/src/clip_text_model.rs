@@ -354,11 +354,13 @@ impl ClipTextTransformer {
                 EncoderLayer {
                     ln1: LayerNorm::load(&l.pp("ln_1"), w, eps),
                     attn: SelfAttention {
-                        qkv: Qkv::Fused(Linear {
-                            weight: a.tensor("in_proj_weight", [3 * w, w]),
-                            bias: Some(a.tensor("in_proj_bias", [3 * w])),
-                            quant: None,
-                        }),
+                        qkv: Qkv::Fused(Linear::load_named(
+                            &a,
+                            "in_proj_weight",
+                            Some("in_proj_bias"),
+                            w,
+                            3 * w,
+                        )),
                         out: Linear::load(&a.pp("out_proj"), w, w, true),
                         heads: cfg.heads,
                     },

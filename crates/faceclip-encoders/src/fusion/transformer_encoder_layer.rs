@@ -36,15 +36,10 @@ impl MultiheadAttention {
     /// a core [`Linear`] (built per call: the packed parameter stays lazy in dry walks).
     fn in_proj(&self, which: usize) -> Linear {
         let d = self.embed_dim;
-        Linear {
-            weight: Param::from_tensor(self.in_proj_weight.val().narrow(0, which * d, d)),
-            bias: Some(Param::from_tensor(self.in_proj_bias.val().narrow(
-                0,
-                which * d,
-                d,
-            ))),
-            quant: None,
-        }
+        Linear::from_tensors(
+            self.in_proj_weight.val().narrow(0, which * d, d),
+            Some(self.in_proj_bias.val().narrow(0, which * d, d)),
+        )
     }
 
     /// `query`, `key` `[N, L, d]`, `value` `[N, L, d]` -> `[N, L, d]`: softmax attention over
