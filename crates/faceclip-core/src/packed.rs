@@ -41,12 +41,8 @@ const NC: usize = 128;
 
 impl CpuKernel {
     /// Every kernel, for tests and benches.
-    pub const ALL: [CpuKernel; 4] = [
-        CpuKernel::Avx2F32,
-        CpuKernel::Avx2Bf16,
-        CpuKernel::Avx512F32,
-        CpuKernel::Avx512Bf16,
-    ];
+    pub const ALL: [CpuKernel; 4] =
+        [CpuKernel::Avx2F32, CpuKernel::Avx2Bf16, CpuKernel::Avx512F32, CpuKernel::Avx512Bf16];
 
     /// The best kernel this CPU runs for weights in bf16 (`bf16`) or f32, or `None` (no AVX2,
     /// not x86-64, or `FACECLIP_CPU_KERNEL=off`): then linear layers take burn-flex's matmul.
@@ -66,7 +62,8 @@ impl CpuKernel {
     pub fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            let avx2 =
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
             let avx512 = std::is_x86_feature_detected!("avx512f");
             match self {
                 Self::Avx2F32 | Self::Avx2Bf16 => avx2,
@@ -200,13 +197,7 @@ impl PackedMatrix {
             fill(&mut out, w, dims, |v| v);
             Panels::F32(out)
         };
-        Ok(Self {
-            kernel,
-            n,
-            k,
-            kp,
-            panels,
-        })
+        Ok(Self { kernel, n, k, kp, panels })
     }
 
     /// `[n, k]`: out features, in features.
@@ -237,9 +228,7 @@ impl PackedMatrix {
                 Panels::Bf16(v) => v[i].to_f32(),
             }
         };
-        (0..self.n * self.k)
-            .map(|i| at(i / self.k, i % self.k))
-            .collect()
+        (0..self.n * self.k).map(|i| at(i / self.k, i % self.k)).collect()
     }
 
     /// `x · Wᵀ (+ bias)`: `x` `[m, k]` row-major, `bias` `[n]`; returns `[m, n]` row-major f32.
@@ -306,12 +295,7 @@ impl PackedMatrix {
         };
         let mchunks = m.div_ceil(mc);
         let ptrs = (lhs.0 as usize, b as usize, out.as_mut_ptr() as usize);
-        let shape = Shape {
-            n,
-            k,
-            kp: self.kp,
-            lda: lhs.1,
-        };
+        let shape = Shape { n, k, kp: self.kp, lda: lhs.1 };
         let kernel = self.kernel;
         (0..mchunks * pchunks).into_par_iter().for_each(|j| {
             let (pc, mcix) = (j / mchunks, j % mchunks);
@@ -380,9 +364,45 @@ mod x86 {
 
     /// One instruction set's vector operations, as the shared loop nest uses them.
     /// Everything is `#[inline(always)]`: the entry points below carry the target features.
+    /// An f32 vector: the accumulator and the output it reads and writes.
+    trait Acc: Copy {
+        /// f32 lanes per vector.
+        const LANES: usize;
+        unsafe fn zero() -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(p: *mut f32, v: Self);
+        unsafe fn add(a: Self, b: Self) -> Self;
+    }
+
+    macro_rules! acc {
+        ($v:ty, $lanes:expr, $zero:ident, $load:ident, $store:ident, $add:ident) => {
+            impl Acc for $v {
+                const LANES: usize = $lanes;
+                #[inline(always)]
+                unsafe fn zero() -> $v {
+                    unsafe { $zero() }
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> $v {
+                    unsafe { $load(p) }
+                }
+                #[inline(always)]
+                unsafe fn store(p: *mut f32, v: $v) {
+                    unsafe { $store(p, v) }
+                }
+                #[inline(always)]
+                unsafe fn add(a: $v, b: $v) -> $v {
+                    unsafe { $add(a, b) }
+                }
+            }
+        };
+    }
+    acc!(__m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps);
+    acc!(__m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps);
+
     trait Micro {
         /// f32 accumulator vector.
-        type V: Copy;
+        type V: Acc;
         /// A broadcast element (or pair) of the left operand.
         type AV: Copy;
         /// A vector of packed weights.
@@ -394,16 +414,12 @@ mod x86 {
         /// A zero of the left operand's type (padding rows).
         const A_ZERO: Self::A;
         /// Output columns per vector.
-        const LANES: usize;
+        const LANES: usize = <Self::V as Acc>::LANES;
         /// `k` consumed per step.
         const KSTEP: usize;
-        unsafe fn zero() -> Self::V;
         unsafe fn bcast(p: *const Self::A) -> Self::AV;
         unsafe fn load_b(p: *const Self::B) -> Self::BV;
         unsafe fn madd(c: Self::V, a: Self::AV, b: Self::BV) -> Self::V;
-        unsafe fn load(p: *const f32) -> Self::V;
-        unsafe fn store(p: *mut f32, v: Self::V);
-        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     }
 
     /// `c[rows x cols] += a · panel` over `ksteps` steps: one MR x NR register tile. `a` is
@@ -422,7 +438,7 @@ mod x86 {
         // SAFETY (whole body): the caller passes pointers that cover ksteps steps of the panel
         // and of the packed rows, and a c tile of rows x cols with row stride ldc.
         unsafe {
-            let mut acc = [[M::zero(); NV]; MR];
+            let mut acc = [[<M::V as Acc>::zero(); NV]; MR];
             for _ in 0..ksteps {
                 let bv: [M::BV; NV] =
                     std::array::from_fn(|v| M::load_b(b.add(v * M::LANES * M::KSTEP)));
@@ -439,7 +455,7 @@ mod x86 {
                 for (i, row) in acc.iter().enumerate() {
                     for (v, &x) in row.iter().enumerate() {
                         let p = c.add(i * ldc + v * M::LANES);
-                        M::store(p, M::add(M::load(p), x));
+                        <M::V as Acc>::store(p, <M::V as Acc>::add(<M::V as Acc>::load(p), x));
                     }
                 }
             } else {
@@ -448,7 +464,7 @@ mod x86 {
                 let nr = NV * M::LANES;
                 for (i, row) in acc.iter().enumerate() {
                     for (v, &x) in row.iter().enumerate() {
-                        M::store(buf.as_mut_ptr().add(i * nr + v * M::LANES), x);
+                        <M::V as Acc>::store(buf.as_mut_ptr().add(i * nr + v * M::LANES), x);
                     }
                 }
                 for i in 0..rows {
@@ -540,12 +556,7 @@ mod x86 {
         type A = f32;
         type B = f32;
         const A_ZERO: f32 = 0.0;
-        const LANES: usize = 8;
         const KSTEP: usize = 1;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            unsafe { _mm256_setzero_ps() }
-        }
         #[inline(always)]
         unsafe fn bcast(p: *const f32) -> __m256 {
             unsafe { _mm256_broadcast_ss(&*p) }
@@ -557,18 +568,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn madd(c: __m256, a: __m256, b: __m256) -> __m256 {
             unsafe { _mm256_fmadd_ps(a, b, c) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_add_ps(a, b) }
         }
     }
 
@@ -582,12 +581,7 @@ mod x86 {
         type A = f32;
         type B = u16;
         const A_ZERO: f32 = 0.0;
-        const LANES: usize = 8;
         const KSTEP: usize = 1;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            unsafe { _mm256_setzero_ps() }
-        }
         #[inline(always)]
         unsafe fn bcast(p: *const f32) -> __m256 {
             unsafe { _mm256_broadcast_ss(&*p) }
@@ -603,18 +597,6 @@ mod x86 {
         unsafe fn madd(c: __m256, a: __m256, b: __m256) -> __m256 {
             unsafe { _mm256_fmadd_ps(a, b, c) }
         }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_add_ps(a, b) }
-        }
     }
 
     struct Avx512F32;
@@ -625,12 +607,7 @@ mod x86 {
         type A = f32;
         type B = f32;
         const A_ZERO: f32 = 0.0;
-        const LANES: usize = 16;
         const KSTEP: usize = 1;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            unsafe { _mm512_setzero_ps() }
-        }
         #[inline(always)]
         unsafe fn bcast(p: *const f32) -> __m512 {
             unsafe { _mm512_set1_ps(*p) }
@@ -642,18 +619,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn madd(c: __m512, a: __m512, b: __m512) -> __m512 {
             unsafe { _mm512_fmadd_ps(a, b, c) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            unsafe { _mm512_add_ps(a, b) }
         }
     }
 
@@ -667,12 +632,7 @@ mod x86 {
         type A = u16;
         type B = u16;
         const A_ZERO: u16 = 0;
-        const LANES: usize = 16;
         const KSTEP: usize = 2;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            unsafe { _mm512_setzero_ps() }
-        }
         #[inline(always)]
         unsafe fn bcast(p: *const u16) -> __m512bh {
             // SAFETY: __m512i and __m512bh are both 64 plain bytes.
@@ -688,18 +648,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn madd(c: __m512, a: __m512bh, b: __m512bh) -> __m512 {
             unsafe { _mm512_dpbf16_ps(c, a, b) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            unsafe { _mm512_add_ps(a, b) }
         }
     }
 

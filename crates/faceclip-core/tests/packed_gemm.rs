@@ -6,16 +6,8 @@
 use faceclip_core::half::bf16;
 use faceclip_core::packed::{CpuKernel, Lhs, PackedMatrix};
 
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    // A small LCG: reproducible values in [-1, 1).
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+mod common;
+use common::values;
 
 fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()

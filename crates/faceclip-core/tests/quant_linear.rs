@@ -6,15 +6,8 @@ use faceclip_core::device::parse_device;
 use faceclip_core::layers::Linear;
 use faceclip_core::{Checkpoint, Device, QuantType, Tensor, TensorData, VarBuilder, to_vec_f32};
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+mod common;
+use common::values;
 
 fn layer(ck: &Checkpoint, quant: Option<QuantType>, device: &Device) -> Linear {
     let mut vb = VarBuilder::from_checkpoint(ck.clone(), device);
@@ -62,14 +55,18 @@ fn block_kernel_and_expanded_fallback_agree_on_every_cpu_backend() {
         .unwrap();
         let l = layer(&expanded, None, &dev);
         assert!(l.quant.is_none());
-        let want = to_vec_f32(l.forward(Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 5, d_in]), &dev)));
+        let want = to_vec_f32(
+            l.forward(Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 5, d_in]), &dev)),
+        );
         for (name, got) in ["flex", "ndarray"].iter().zip(&outs) {
             let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(d < 1e-5, "{kind:?} {name}: {d}");
         }
         // And the quantization did change the layer.
         let full = layer(&ck, None, &dev);
-        let exact = to_vec_f32(full.forward(Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 5, d_in]), &dev)));
+        let exact = to_vec_f32(
+            full.forward(Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 5, d_in]), &dev)),
+        );
         assert!(exact.iter().zip(&want).any(|(a, b)| a != b));
     }
 }
