@@ -241,6 +241,11 @@ def build_scheduler_step(torch):
     return run
 
 
+def build_attention(torch, shape):
+    q, k, v = (torch.rand(*shape) * 2 - 1 for _ in range(3))
+    return lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
 BUILDERS = {
     "clip_l_text": lambda torch: build_clip_text(torch, "ViT-L-14-quickgelu"),
     "clip_bigg_text": lambda torch: build_clip_text(torch, "ViT-bigG-14"),
@@ -256,6 +261,8 @@ BUILDERS = {
     "unet_sdxl_step": lambda torch: build_unet(torch, 144, batch=2, width=108),
     "vae_decode": build_vae_decode,
     "scheduler_step": build_scheduler_step,
+    "attention_unet": lambda torch: build_attention(torch, (2, 10, 3888, 64)),
+    "attention_flux": lambda torch: build_attention(torch, (1, 24, 1536, 128)),
 }
 
 NO_REFERENCE = {

@@ -138,6 +138,16 @@ pub const COMPONENTS: &[Component] = &[
         input: "latent 2x4x144x108 (864x1152, CFG), 77x2048 context",
         about: "one full-size FaceCLIP-SDXL denoising step: the UNet at batch 2 (CFG)",
     },
+    Component {
+        name: "attention_unet",
+        input: "q, k, v 2x10x3888x64",
+        about: "scaled-dot-product attention of the 864x1152 UNet's 54x72 self-attention (CFG)",
+    },
+    Component {
+        name: "attention_flux",
+        input: "q, k, v 1x24x1536x128",
+        about: "scaled-dot-product attention of a 512x512 FLUX block (512 text + 1024 image)",
+    },
 ];
 
 /// The components both sides of the PyTorch comparison time (`compare` runs these by default).
@@ -221,6 +231,8 @@ pub fn build(name: &str, device: &Device, weights: Weights) -> Result<Bench> {
         "unet_sdxl" => unet(name, [1, 64, 64], device, weights),
         "unet_sdxl_32" => unet(name, [1, 32, 32], device, weights),
         "unet_sdxl_step" => unet(name, [2, 144, 108], device, weights),
+        "attention_unet" => attention_bench(name, [2, 10, 3888, 64], device),
+        "attention_flux" => attention_bench(name, [1, 24, 1536, 128], device),
         other => Err(Error::InvalidInput(format!(
             "unknown component `{other}`; known: {}",
             COMPONENTS
@@ -551,6 +563,26 @@ fn flux_block(name: &str, device: &Device, weights: Weights) -> Result<Bench> {
             Ok(())
         }))
     }
+}
+
+fn attention_bench(name: &str, shape: [usize; 4], device: &Device) -> Result<Bench> {
+    use faceclip_pipeline::core::layers::{AttentionMask, attention};
+    let (q, k, v) = (
+        input_tensor(shape, 1, device),
+        input_tensor(shape, 2, device),
+        input_tensor(shape, 3, device),
+    );
+    Ok(Bench::new(name, move || {
+        sync(attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            None,
+            AttentionMask::None,
+            None,
+        ));
+        Ok(())
+    }))
 }
 
 fn vae_decode(device: &Device, weights: Weights) -> Result<Bench> {

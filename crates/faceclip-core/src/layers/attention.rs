@@ -32,6 +32,11 @@ pub fn attention(
     // q·kᵀ and p·v (causal attention counts the whole square, as the reference computes it).
     crate::flops::add_matmul(b * h, lq, dk, lk);
     crate::flops::add_matmul(b * h, lq, lk, v.dims()[3]);
+    if super::host::applies(&q)
+        && let Some(kernel) = super::host_attention::kernel()
+    {
+        return host(kernel, q, k, v, bias, mask, scale);
+    }
     let (mask, is_causal) = match mask {
         AttentionMask::None => (None, false),
         AttentionMask::Causal => (None, true),
@@ -50,6 +55,88 @@ pub fn attention(
             is_causal,
         },
     )
+}
+
+/// [`attention`] by the tiled CPU kernel (flex, f32): the bias and a boolean mask are read in
+/// place, broadcast over batch and heads by zero steps.
+fn host(
+    kernel: crate::packed::CpuKernel,
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<4>>,
+    mask: AttentionMask,
+    scale: Option<f64>,
+) -> Tensor<4> {
+    use super::host_attention::{Bias, Dims, Masking};
+    let [b, h, lq, d] = q.dims();
+    let [_, _, lk, dv] = v.dims();
+    let device = q.device();
+    // The steps of a `[B or 1, H or 1, Lq, Lk]` operand's leading axes (0 where broadcast).
+    let steps = |dims: [usize; 4]| {
+        let tile = lq * lk;
+        (
+            if dims[0] == 1 { 0 } else { dims[1] * tile },
+            if dims[1] == 1 { 0 } else { tile },
+        )
+    };
+    // A broadcast along Lq or Lk (never made by the models) is expanded to the full shape.
+    let full = |dims: [usize; 4]| dims[2] == lq && dims[3] == lk;
+    let bias = bias.map(|t| {
+        let t = if full(t.dims()) {
+            t
+        } else {
+            t.expand([b, h, lq, lk])
+        };
+        let dims = t.dims();
+        (super::host::host_vec(t), steps(dims))
+    });
+    let mask_data = match &mask {
+        AttentionMask::Bool(m) => {
+            let m = if full(m.dims()) {
+                m.clone()
+            } else {
+                m.clone().expand([b, h, lq, lk])
+            };
+            let dims = m.dims();
+            Some((
+                m.into_data().iter::<bool>().collect::<Vec<bool>>(),
+                steps(dims),
+            ))
+        }
+        _ => None,
+    };
+    let masking = match (&mask, &mask_data) {
+        (AttentionMask::Causal, _) => Masking::Causal,
+        (_, Some((m, (batch_step, head_step)))) => Masking::Bool {
+            mask: m,
+            batch_step: *batch_step,
+            head_step: *head_step,
+        },
+        _ => Masking::None,
+    };
+    let out = super::host_attention::attention(
+        kernel,
+        &super::host::host_vec(q),
+        &super::host::host_vec(k),
+        &super::host::host_vec(v),
+        Dims {
+            b,
+            h,
+            lq,
+            lk,
+            d,
+            dv,
+        },
+        bias.as_ref().map(|(data, (batch_step, head_step))| Bias {
+            data,
+            batch_step: *batch_step,
+            head_step: *head_step,
+        }),
+        masking,
+        scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
+    );
+    Tensor::from_data(burn::tensor::TensorData::new(out, [b, h, lq, dv]), &device)
 }
 
 /// `[B, L, H·Dh]` -> `[B, H, L, Dh]`.

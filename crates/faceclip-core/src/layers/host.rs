@@ -20,7 +20,7 @@ pub(crate) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     }
 }
 
-fn host_vec<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+pub(crate) fn host_vec<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     // Zero-copy when `x` is contiguous and not shared; the caller checked the dtype.
     x.into_data()
         .try_into_vec::<f32>()
@@ -140,22 +140,27 @@ pub(crate) fn gelu_erf(x: f32) -> f32 {
 
 /// `eˣ` in branch-free f32 arithmetic (Cephes `expf`: `x = n·ln2 + r`, a degree-5 polynomial
 /// in `r`, `2ⁿ` by exponent bits), within 2 ulp on the range it clamps to, `[-87.3, 88]`;
-/// libm's `expf` is a call per element, which no loop around it can vectorise.
+/// libm's `expf` is a call per element, which no loop around it can vectorise. `n` is rounded
+/// by adding 1.5·2²³ (the integer lands in the mantissa): a conversion (`as i32`) would be a
+/// scalar instruction and two range checks per lane, as Rust's casts saturate.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.336_54, 88.0);
-    let t = x * std::f32::consts::LOG2_E + 0.5;
-    // floor(t) without SSE4.1's round: truncate, then step down for negatives.
-    let tr = t as i32 as f32;
-    let n = if tr > t { tr - 1.0 } else { tr };
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let z = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let y = p * z + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
+    // Fused multiply-adds: the callers' loops are compiled with FMA (`apply`, `zip_with`, the
+    // attention kernel); elsewhere `mul_add` is still exact, only slower.
+    let x = x.clamp(-87.336_54, 88.0); // NaN stays NaN
+    let f = x.mul_add(std::f32::consts::LOG2_E, MAGIC);
+    let n = f - MAGIC; // round(x·log2 e), exactly
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
+    let p = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_199_9e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 1.666_666_5e-1)
+        .mul_add(r, 0.5);
+    let y = p.mul_add(r * r, r) + 1.0;
+    // 2ⁿ: n + 127 in the exponent field (f's low mantissa bits hold n + 2²²).
+    y * f32::from_bits((f.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127)) << 23)
 }
 
 /// `x·σ(x)`, as torch computes it.

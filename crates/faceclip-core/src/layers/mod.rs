@@ -5,6 +5,7 @@ mod attention;
 mod conv;
 mod embeddings;
 pub(crate) mod host;
+mod host_attention;
 mod linear;
 mod norm;
 
