@@ -35,7 +35,7 @@ pub fn attention(
     if super::host::applies(&q)
         && let Some(kernel) = super::host_attention::kernel()
     {
-        return host(kernel, q, k, v, bias, mask, scale);
+        return host(kernel, [q, k, v], bias, mask, scale);
     }
     let (mask, is_causal) = match mask {
         AttentionMask::None => (None, false),
@@ -61,9 +61,7 @@ pub fn attention(
 /// place, broadcast over batch and heads by zero steps.
 fn host(
     kernel: crate::packed::CpuKernel,
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
+    [q, k, v]: [Tensor<4>; 3],
     bias: Option<Tensor<4>>,
     mask: AttentionMask,
     scale: Option<f64>,

@@ -154,7 +154,21 @@ pub(crate) fn attention(
                 )
             };
             // SAFETY: `kernel` was checked to be supported above.
-            unsafe { run(kernel, &job, scratch, bh, rows.start, q, kt, vp, o) }
+            unsafe {
+                run(
+                    kernel,
+                    &job,
+                    scratch,
+                    Rows {
+                        bh,
+                        q0: rows.start,
+                        q,
+                        kt,
+                        vp,
+                        o,
+                    },
+                )
+            }
         },
     );
     out
@@ -201,87 +215,61 @@ impl Scratch {
     }
 }
 
+/// One job's operands: head `bh`, query rows from `q0` (`q`, row-major), that head's packed keys
+/// and values, and its output rows.
+struct Rows<'a> {
+    bh: usize,
+    q0: usize,
+    q: &'a [f32],
+    kt: &'a [f32],
+    vp: &'a [f32],
+    o: &'a mut [f32],
+}
+
 /// One job on the kernel's instruction set.
 ///
 /// # Safety
 /// The CPU supports `kernel`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn run(
-    kernel: CpuKernel,
-    job: &Job<'_>,
-    scratch: &mut Scratch,
-    bh: usize,
-    q0: usize,
-    q: &[f32],
-    kt: &[f32],
-    vp: &[f32],
-    o: &mut [f32],
-) {
+unsafe fn run(kernel: CpuKernel, job: &Job<'_>, scratch: &mut Scratch, rows: Rows<'_>) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller checked the features.
     unsafe {
         match kernel {
-            CpuKernel::Avx512F32 | CpuKernel::Avx512Bf16 => {
-                block_avx512(job, scratch, bh, q0, q, kt, vp, o)
-            }
-            CpuKernel::Avx2F32 | CpuKernel::Avx2Bf16 => {
-                block_avx2(job, scratch, bh, q0, q, kt, vp, o)
-            }
+            CpuKernel::Avx512F32 | CpuKernel::Avx512Bf16 => block_avx512(job, scratch, rows),
+            CpuKernel::Avx2F32 | CpuKernel::Avx2Bf16 => block_avx2(job, scratch, rows),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kernel, job, scratch, bh, q0, q, kt, vp, o);
+        let _ = (kernel, job, scratch, rows);
         unreachable!("no CpuKernel is supported off x86-64");
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_avx2(
-    job: &Job<'_>,
-    s: &mut Scratch,
-    bh: usize,
-    q0: usize,
-    q: &[f32],
-    kt: &[f32],
-    vp: &[f32],
-    o: &mut [f32],
-) {
-    block::<6, 16>(job, s, bh, q0, q, kt, vp, o)
+unsafe fn block_avx2(job: &Job<'_>, scratch: &mut Scratch, rows: Rows<'_>) {
+    block::<6, 16>(job, scratch, rows)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_avx512(
-    job: &Job<'_>,
-    s: &mut Scratch,
-    bh: usize,
-    q0: usize,
-    q: &[f32],
-    kt: &[f32],
-    vp: &[f32],
-    o: &mut [f32],
-) {
-    block::<8, 32>(job, s, bh, q0, q, kt, vp, o)
+unsafe fn block_avx512(job: &Job<'_>, scratch: &mut Scratch, rows: Rows<'_>) {
+    block::<8, 32>(job, scratch, rows)
 }
 
 /// One head's query rows `q0..q0 + q.len() / d` against all keys, online softmax over key tiles.
 /// `MR x W` is the register tile; `W` is also the key panel width of `kt`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block<const MR: usize, const W: usize>(
-    job: &Job<'_>,
-    sc: &mut Scratch,
-    bh: usize,
-    q0: usize,
-    q: &[f32],
-    kt: &[f32],
-    vp: &[f32],
-    o: &mut [f32],
-) {
+fn block<const MR: usize, const W: usize>(job: &Job<'_>, sc: &mut Scratch, rows: Rows<'_>) {
+    let Rows {
+        bh,
+        q0,
+        q,
+        kt,
+        vp,
+        o,
+    } = rows;
     let Dims {
         h, lq, lk, d, dv, ..
     } = job.dims;
@@ -508,17 +496,10 @@ fn exp_sub_sum<const W: usize, const HIDDEN: bool>(s: &mut [f32], mul: f32, max:
 mod tests {
     use super::*;
 
+    /// Deterministic values in [-1, 1].
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
         (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
+            .map(|i| ((i as f64 * 0.618_034 + seed as f64 * 1.7).sin() * 1e4).sin() as f32)
             .collect()
     }
 
