@@ -32,7 +32,11 @@ pub fn attention(
     // q·kᵀ and p·v (causal attention counts the whole square, as the reference computes it).
     crate::flops::add_matmul(b * h, lq, dk, lk);
     crate::flops::add_matmul(b * h, lq, lk, v.dims()[3]);
+    // The kernel reads every operand as f32 on the host; anything else takes burn's path.
     if super::host::applies(&q)
+        && super::host::applies(&k)
+        && super::host::applies(&v)
+        && bias.as_ref().is_none_or(super::host::applies)
         && let Some(kernel) = super::host_attention::kernel()
     {
         return host(kernel, [q, k, v], bias, mask, scale);
