@@ -264,10 +264,12 @@ fn kernels() -> String {
         } else {
             let packed = |bf16| faceclip_pipeline::core::CpuKernel::detect(bf16).map_or("none (burn-flex matmul)", |k| k.name());
             format!(
-                "{} (picked at run time; linear layers: f32 {}, bf16 {}; other products: gemm crate)",
+                "{} (picked at run time; linear layers: f32 {}, bf16 {}; attention (f32): {}; other products: gemm crate)",
                 list.join(","),
                 packed(false),
-                packed(true)
+                packed(true),
+                faceclip_pipeline::core::layers::attention_cpu_kernel()
+                    .unwrap_or("none (burn-flex attention)")
             )
         }
     }

@@ -61,6 +61,12 @@ pub fn attention(
     )
 }
 
+/// The tiled CPU kernel [`attention`] runs on flex in f32 on this CPU (`avx2+fma 6x16`), or
+/// `None` where it takes burn's attention (no AVX2, not x86-64, `FACECLIP_CPU_KERNEL=off`).
+pub fn attention_cpu_kernel() -> Option<&'static str> {
+    super::host_attention::kernel().map(super::host_attention::name)
+}
+
 /// [`attention`] by the tiled CPU kernel (flex, f32): the bias and a boolean mask are read in
 /// place, broadcast over batch and heads by zero steps.
 fn host(

@@ -174,6 +174,14 @@ pub(crate) fn attention(
     out
 }
 
+/// The kernel's name for logs: instruction set and register tile (`avx2+fma 6x16`).
+pub(crate) fn name(kernel: CpuKernel) -> &'static str {
+    match kernel {
+        CpuKernel::Avx512F32 | CpuKernel::Avx512Bf16 => "avx512f 8x32",
+        CpuKernel::Avx2F32 | CpuKernel::Avx2Bf16 => "avx2+fma 6x16",
+    }
+}
+
 /// Keys per `Kᵀ` panel and output columns per register tile.
 fn width(kernel: CpuKernel) -> usize {
     match kernel {

@@ -10,7 +10,9 @@ mod linear;
 mod norm;
 
 pub use activation::Activation;
-pub use attention::{AttentionMask, attention, causal_mask, merge_heads, split_heads};
+pub use attention::{
+    AttentionMask, attention, attention_cpu_kernel, causal_mask, merge_heads, split_heads,
+};
 pub use conv::Conv2d;
 pub use embeddings::{Embedding, timestep_embedding};
 pub use linear::Linear;
