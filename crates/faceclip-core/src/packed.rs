@@ -92,8 +92,8 @@ impl CpuKernel {
         matches!(self, Self::Avx2Bf16 | Self::Avx512Bf16)
     }
 
-    /// Output columns per panel.
-    fn nr(self) -> usize {
+    /// Output columns per panel (also the attention kernel's key panels and register tiles).
+    pub(crate) fn nr(self) -> usize {
         match self {
             Self::Avx2F32 | Self::Avx2Bf16 => 16,
             Self::Avx512F32 | Self::Avx512Bf16 => 32,

@@ -101,7 +101,7 @@ pub(crate) fn attention(
     if out.is_empty() {
         return out;
     }
-    let w = width(kernel);
+    let w = kernel.nr(); // keys per Kᵀ panel, output columns per register tile
     let lkp = lk.div_ceil(w) * w;
     let dvp = dv.div_ceil(w) * w;
     // Kᵀ in panels of w keys ([lkp / w][d][w]) and V padded to [lkp][dvp], per head.
@@ -130,7 +130,6 @@ pub(crate) fn attention(
     let bk = (KV_TILE_BYTES / 4 / (d + dvp).max(1) / w * w).clamp(w, BK);
     let job = Job {
         dims,
-        lkp,
         dvp,
         bk,
         bias,
@@ -182,18 +181,9 @@ pub(crate) fn name(kernel: CpuKernel) -> &'static str {
     }
 }
 
-/// Keys per `Kᵀ` panel and output columns per register tile.
-fn width(kernel: CpuKernel) -> usize {
-    match kernel {
-        CpuKernel::Avx512F32 | CpuKernel::Avx512Bf16 => 32,
-        CpuKernel::Avx2F32 | CpuKernel::Avx2Bf16 => 16,
-    }
-}
-
 /// What every job of one call shares.
 struct Job<'a> {
     dims: Dims,
-    lkp: usize,
     dvp: usize,
     /// Keys per tile.
     bk: usize,
@@ -312,16 +302,13 @@ fn block<const MR: usize, const W: usize>(job: &Job<'_>, sc: &mut Scratch, rows:
     };
     let last_row = (q0 + rows - 1) as isize;
 
-    for k0 in (0..job.lkp).step_by(job.bk) {
+    for k0 in (0..lk).step_by(job.bk) {
         if let Some(off) = causal_end
             && k0 as isize > last_row + off
         {
             break;
         }
-        let kn = job.bk.min(lk.saturating_sub(k0)); // real keys in this tile
-        if kn == 0 {
-            break;
-        }
+        let kn = job.bk.min(lk - k0); // real keys in this tile
         let kw = kn.div_ceil(W) * W; // the panels it spans
         // Scores: s[r][j] = q[r] · k[k0 + j].
         for r0 in (0..rows_p).step_by(MR) {
